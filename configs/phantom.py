@@ -1,0 +1,34 @@
+"""Default phantom (600 neurons in 160 module instances of 4 motif types, 3000 frames): the README main job.
+
+Run:
+    python scripts/train.py --config configs/phantom.py --workdir runs/phantom
+
+The receptive-field grid is laid on the phantom's column lattice (origin 0, stride = half the 30 µm
+instance spacing, sphere diameter 30 µm), as a user would lay it on known column spacing; every
+instance then lies whole inside the sphere nearest its centre, and each neuron has several candidate
+spheres to choose from. Expected runtime and results: see BENCHMARKS.md (section "phantom").
+"""
+
+import ml_collections
+
+from mesojax.config import base_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = base_config()
+    c.data.preset = "default"
+    c.grid.diameter_um = 30.0
+    c.grid.stride_um = 15.0
+    c.grid.origin = (0.0, 0.0, 0.0)
+    c.model.n_filters = 6
+    c.model.n_ports = 4
+    c.model.history = 2
+    c.train.steps = 1500
+    c.train.batch_windows = 8
+    c.train.rollout = 6
+    c.train.log_every = 100
+    c.train.checkpoint_every = 500
+    c.optim.total_steps = c.train.steps
+    c.anneal.steps = c.train.steps
+    c.eval.stride = 2
+    return c.lock()

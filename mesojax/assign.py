@@ -1,0 +1,199 @@
+r"""Domain assignment: every neuron picks one (location, filter) pair among its candidates, softly.
+
+For neuron ``i`` with candidate locations ``µ = cand[i,c]`` (the spheres that hold it) and filters
+``b``, the assignment is a gated softmax (§4.8, Supplement A)::
+
+    ℓ[i,c,b] = θ[i,c,b] + g_ψ(i, c)[b] + log σ(ω[µ,b])
+    a[i,c,b] = softmax_{(c,b) valid}( ℓ[i,c,b] / τ )
+
+* ``θ`` are free per-(neuron, pair) parameters, initialised with a spatial prior ``-κ‖(x_i - µ)/r‖²``
+  (neurons start closer to the spheres they sit near the centre of);
+* ``g_ψ`` is a shared network on features, in one of two forms:
+
+  - ``"gather_scatter"`` (five layers): embed each neuron, ``h_i = MLP_e(φ_i)`` (2 layers); *gather*
+    a sphere summary ``s_µ = mean_{k ∈ µ} h_k`` (1 pooling layer); *scatter* it back,
+    ``g = MLP_s([h_i, s_µ, δ_iµ])`` (2 layers);
+  - ``"composite"`` (four layers): one network on the raw concatenation,
+    ``g = MLP([φ_i, mean_{k ∈ µ} φ_k, δ_iµ])`` (pooling + 3 dense layers);
+  - ``"free"``: no network, ``g = 0``;
+
+  with ``δ_iµ = (x_i - µ)/r`` the neuron's offset from the sphere centre;
+* ``ω[µ,b]`` are pair gates: a closed gate removes a pair from every neuron's choice;
+* the temperature ``τ`` is annealed towards zero so assignments become one-hot.
+
+Example:
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> inputs = AssignInputs(
+    ...     candidates=jnp.array([[0, 1], [1, 0]]), candidate_mask=jnp.array([[True, True], [True, False]]),
+    ...     candidate_offset=jnp.zeros((2, 2, 3)), neuron_features=jnp.ones((2, 4)),
+    ...     members=jnp.array([[0, 1], [1, 0]]), member_mask=jnp.array([[True, False], [True, True]]))
+    >>> spec = AssignSpec(n_filters=3, network="gather_scatter")
+    >>> params = init(jax.random.key(0), spec, inputs, n_locations=2)
+    >>> a = assignment(spec, params, inputs, temperature=1.0)
+    >>> a.shape, np.allclose(a.sum((1, 2)), 1.0), float(a[1, 1].sum())
+    ((2, 2, 3), True, 0.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mesojax import nn
+
+NETWORKS = ("free", "gather_scatter", "composite")
+_NEG = -1e9
+
+
+@dataclasses.dataclass(frozen=True)
+class AssignSpec:
+    """Static assignment settings.
+
+    Attributes:
+      n_filters: B.
+      network: "free", "gather_scatter" (Supplement A eq. 6–7) or "composite" (eq. 8).
+      hidden: width of the network's hidden layers.
+      distance_prior: κ of the initial spatial prior on θ.
+      init_noise: std of the noise added to θ at init (breaks filter symmetry).
+      gate_init: initial pair-gate logit ω (positive: open).
+    """
+
+    n_filters: int
+    network: str = "gather_scatter"
+    hidden: int = 32
+    distance_prior: float = 2.0
+    init_noise: float = 0.1
+    gate_init: float = 3.0
+
+    def __post_init__(self):
+        if self.network not in NETWORKS:
+            raise ValueError(f"AssignSpec: field 'network' must be one of {NETWORKS}, got {self.network!r}")
+
+
+class AssignInputs(NamedTuple):
+    """Static arrays the assignment reads (from :mod:`mesojax.spatial` tables and :mod:`mesojax.features`).
+
+    Attributes:
+      candidates: ``[N, C]`` int location of each candidate.
+      candidate_mask: ``[N, C]`` bool.
+      candidate_offset: ``[N, C, 3]`` neuron offset from the candidate centre, in radii.
+      neuron_features: ``[N, F]`` standardised features.
+      members: ``[L, K]`` int neuron of each sphere slot.
+      member_mask: ``[L, K]`` bool.
+    """
+
+    candidates: jax.Array
+    candidate_mask: jax.Array
+    candidate_offset: jax.Array
+    neuron_features: jax.Array
+    members: jax.Array
+    member_mask: jax.Array
+
+
+class AssignParams(NamedTuple):
+    """Free logits ``θ [N,C,B]``, pair gates ``ω [L,B]`` and the shared network's params (or None)."""
+
+    free: jax.Array
+    gate: jax.Array
+    net: dict | None
+
+
+def _widths(spec: AssignSpec) -> dict[str, tuple[int, ...]]:
+    h = spec.hidden
+    return {
+        "embed": (h, h),
+        "scatter": (h, spec.n_filters),
+        "composite": (h, h, spec.n_filters),
+    }
+
+
+def _pool(values: jax.Array, inputs: AssignInputs) -> jax.Array:
+    """Masked mean of per-neuron ``values [N, D]`` over each sphere's members → ``[L, D]``."""
+    gathered = jnp.take(values, inputs.members, axis=0, mode="clip")  # [L, K, D]
+    w = inputs.member_mask.astype(values.dtype)[..., None]
+    return (gathered * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
+
+
+def init(key: jax.Array, spec: AssignSpec, inputs: AssignInputs, n_locations: int) -> AssignParams:
+    """Spatial-prior free logits (+ noise), open gates, and the network (final layer small)."""
+    k_free, k1, k2 = jax.random.split(key, 3)
+    n, c = inputs.candidates.shape
+    prior = -spec.distance_prior * jnp.sum(jnp.square(inputs.candidate_offset), axis=-1)  # [N, C]
+    free = prior[..., None] + spec.init_noise * jax.random.normal(k_free, (n, c, spec.n_filters))
+    gate = jnp.full((n_locations, spec.n_filters), spec.gate_init, jnp.float32)
+    f = inputs.neuron_features.shape[-1]
+    w = _widths(spec)
+    if spec.network == "gather_scatter":
+        net = {
+            "embed": nn.init_mlp(k1, w["embed"], f),
+            "scatter": nn.init_mlp(k2, w["scatter"], 2 * spec.hidden + 3, final_scale=0.1),
+        }
+    elif spec.network == "composite":
+        net = {"composite": nn.init_mlp(k1, w["composite"], 2 * f + 3, final_scale=0.1)}
+    else:
+        net = None
+    return AssignParams(free.astype(jnp.float32), gate, net)
+
+
+def network_logits(spec: AssignSpec, params: AssignParams, inputs: AssignInputs) -> jax.Array:
+    """The shared network's contribution ``g_ψ [N, C, B]`` (zeros for the "free" network)."""
+    n, c = inputs.candidates.shape
+    if spec.network == "free":
+        return jnp.zeros((n, c, spec.n_filters), jnp.float32)
+    w = _widths(spec)
+    if spec.network == "gather_scatter":
+        h = jax.vmap(lambda f: nn.apply_mlp(params.net["embed"], f, w["embed"]))(inputs.neuron_features)
+        per_neuron, per_location, net, widths = h, _pool(h, inputs), params.net["scatter"], w["scatter"]
+    else:
+        feats = inputs.neuron_features
+        per_neuron, per_location = feats, _pool(feats, inputs)
+        net, widths = params.net["composite"], w["composite"]
+    loc = jnp.take(per_location, inputs.candidates, axis=0, mode="clip")  # [N, C, D]
+    x = jnp.concatenate(
+        [jnp.broadcast_to(per_neuron[:, None], loc.shape[:2] + per_neuron.shape[-1:]), loc,
+         inputs.candidate_offset], axis=-1,
+    )
+    return jax.vmap(jax.vmap(lambda v: nn.apply_mlp(net, v, widths)))(x)
+
+
+def logits(spec: AssignSpec, params: AssignParams, inputs: AssignInputs) -> jax.Array:
+    """Gated logits ``ℓ [N, C, B]``; invalid candidates hold a large negative value."""
+    gate = jax.nn.log_sigmoid(jnp.take(params.gate, inputs.candidates, axis=0, mode="clip"))  # [N, C, B]
+    ell = params.free + network_logits(spec, params, inputs) + gate
+    return jnp.where(inputs.candidate_mask[..., None], ell, _NEG)
+
+
+def assignment(
+    spec: AssignSpec, params: AssignParams, inputs: AssignInputs, temperature: jax.Array | float
+) -> jax.Array:
+    """Soft assignment ``a [N, C, B]``: a softmax over each neuron's valid (candidate, filter) pairs.
+
+    Neurons with no valid candidate get all-zero rows.
+    """
+    ell = logits(spec, params, inputs)
+    n, c, b = ell.shape
+    a = jax.nn.softmax(ell.reshape(n, c * b) / temperature, axis=-1).reshape(n, c, b)
+    return a * inputs.candidate_mask[..., None] * inputs.candidate_mask.any(-1)[:, None, None]
+
+
+def entropy(a: jax.Array) -> jax.Array:
+    """Per-neuron assignment entropy ``H_i = -Σ a log a`` ``[N]`` (0 when one-hot)."""
+    return -jnp.sum(jnp.where(a > 0, a * jnp.log(jnp.maximum(a, 1e-30)), 0.0), axis=(1, 2))
+
+
+def hard_partition(a: jax.Array, inputs: AssignInputs) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The discrete partition: each neuron's (location, filter) with the largest weight, and its weight.
+
+    Returns:
+      ``(location [N], filter [N], confidence [N])``; location is -1 for neurons with no candidate.
+    """
+    n, c, b = a.shape
+    flat = a.reshape(n, c * b)
+    best = jnp.argmax(flat, axis=-1)
+    cand, filt = best // b, best % b
+    loc = jnp.take_along_axis(inputs.candidates, cand[:, None], axis=1)[:, 0]
+    has = inputs.candidate_mask.any(-1)
+    return jnp.where(has, loc, -1), filt, jnp.max(flat, axis=-1)

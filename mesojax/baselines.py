@@ -1,0 +1,971 @@
+r"""Forecasting baselines that every learned model must beat (DESIGN.md, Training, evaluation, outputs).
+
+A baseline is a :class:`Forecaster`: a small factory of pure functions in the optax style,
+
+* ``fit(traces) -> params`` — host side; ``traces`` is one ``[T, N]`` array or a list of ``[T_i, N]``
+  recordings of the same N neurons (NaN = missing); ``params`` is a NamedTuple pytree of jax arrays;
+* ``step(params, history) -> x_next`` — pure and jittable; ``history`` is ``[H, N]`` with the most recent
+  frame last (``history[-1] = x[t]``), ``x_next`` is the ``[N]`` forecast of ``x[t+1]``;
+* ``history`` — the window length H that ``step`` expects.
+
+Multi-step forecasts feed predictions back through :func:`rollout` (one ``jax.lax.scan``); a learned
+model enters evaluation as a Forecaster with the same interface. The baselines (:data:`BASELINES`):
+
+============  =========================================================================================
+persistence   ``x̂[t+1] = x[t]``
+mean          ``x̂[t+1] = x̄`` (per-neuron training mean)
+ar            per-neuron AR(p) with intercept: ``x̂_i[t+1] = b_i + Σ_k a_ik x_i[t-k]``
+ridge_var     ridge VAR(p): ``x̂[t+1] = b + Σ_k W_k x[t-k]``, dense ``W_k`` ``[N, N]``
+masked_var    the same with ``W_k[i, j] = 0`` unless ``mask[i, j]`` (or ``i == j``): connectome-shaped
+mlp           one monolithic MLP ``x[t-H+1..t] -> x[t+1]`` (the "single basis function" strawman, §3.3)
+============  =========================================================================================
+
+**Linear fits** are closed-form ridge regressions solved per output neuron, on the host in float64:
+``min_{b,c} Σ_s w_s (y_s - b - c·x_s)² + λ·s̄·n·‖c‖²`` with ``n = Σ_s w_s`` and ``s̄`` the mean variance of
+the inputs (so ``λ`` is dimensionless, a fraction of the input variance; the intercept is not
+penalised). ``λ = None`` picks ``λ`` from ``lam_grid`` by one-step MSE on a validation split (the last
+``val_fraction`` of every recording), then refits on everything. The VARs shrink towards the per-neuron
+AR(p) fit by default (``shrink_to="ar"``), so that λ → ∞ gives the ``ar`` baseline, not a zero forecast.
+The MLP uses the same split for early stopping.
+
+**Missing data** (NaN): a training pair ``(inputs, target)`` enters output neuron i's regression only
+when its target and every input of neuron i (its own lags for ``ar``, its mask neighbours for
+``masked_var``, all neurons for ``ridge_var``) are finite — masked least squares. At forecast time every
+``step`` fills NaN inputs with the per-neuron training mean ``params.mean`` (so one missing sample does not
+poison a rollout); metrics mask NaN targets out (:mod:`mesojax.metrics`).
+
+Example:
+    >>> import numpy as np, jax.numpy as jnp
+    >>> from mesojax import baselines
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.zeros((500, 3), np.float32)
+    >>> for t in range(499):
+    ...     x[t + 1] = 0.8 * x[t] + rng.normal(size=3)
+    >>> ar = baselines.make_baseline("ar", order=1)
+    >>> params = ar.fit(x)
+    >>> [round(float(a), 1) for a in params.coef[:, 0]]
+    [0.8, 0.8, 0.8]
+    >>> baselines.rollout(ar.step, params, jnp.ones((ar.history, 3)), 4).shape
+    (4, 3)
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.sparse
+
+from mesojax.data import validation as V
+
+__all__ = [
+    "BASELINES",
+    "DEFAULT_LAM_GRID",
+    "Forecaster",
+    "MeanParams",
+    "ARParams",
+    "VARParams",
+    "MaskedVARParams",
+    "MLPParams",
+    "make_baseline",
+    "rollout",
+    "as_trace_list",
+    "lagged_pairs",
+    "fit_persistence",
+    "fit_mean",
+    "fit_ar",
+    "fit_ridge_var",
+    "fit_masked_var",
+    "fit_mlp",
+    "persistence_step",
+    "mean_step",
+    "ar_step",
+    "var_step",
+    "masked_var_step",
+    "mlp_step",
+    "masked_var_dense_weight",
+    "fill_missing",
+    "ridge_solve",
+]
+
+Traces = Any  # one [T, N] array-like, a Recording, or a sequence of them
+Step = Callable[[Any, jax.Array], jax.Array]
+
+DEFAULT_LAM_GRID: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+"""Candidate (dimensionless) ridge strengths tried when ``lam=None``."""
+
+# Relative diagonal jitter added to every Gram matrix so that an unregularised fit (λ = 0) with collinear
+# inputs still has a unique (minimum-norm-like) solution.
+_JITTER = 1e-9
+# Bytes of float64 design matrix built at once when solving row blocks of a gathered regression.
+_BLOCK_BYTES = 1 << 27
+
+
+class Forecaster(NamedTuple):
+    """A forecaster: host-side ``fit`` and pure ``step`` (see the module docstring).
+
+    Attributes:
+      name: registry name (e.g. ``"ar"``).
+      fit: ``fit(traces) -> params``; traces ``[T, N]`` or a list of ``[T_i, N]`` (NaN = missing).
+      step: ``step(params, history [H, N]) -> x_next [N]``, pure and jittable.
+      history: H, the window length ``step`` expects.
+    """
+
+    name: str
+    fit: Callable[[Traces], Any]
+    step: Step
+    history: int
+
+
+class MeanParams(NamedTuple):
+    """Parameters of ``persistence`` and ``mean``: the per-neuron training mean ``[N]``."""
+
+    mean: jax.Array
+
+
+class ARParams(NamedTuple):
+    """Per-neuron AR(p): ``x̂_i[t+1] = intercept_i + Σ_k coef[i, k] x_i[t-k]``.
+
+    Attributes:
+      coef: ``[N, p]``; column k multiplies lag k (``x[t-k]``, k = 0 is the latest frame).
+      intercept: ``[N]``.
+      mean: ``[N]`` training mean (fills NaN inputs).
+    """
+
+    coef: jax.Array
+    intercept: jax.Array
+    mean: jax.Array
+
+
+class VARParams(NamedTuple):
+    """Dense VAR(p): ``x̂[t+1] = intercept + Σ_k weight[k] @ x[t-k]``.
+
+    Attributes:
+      weight: ``[p, N, N]``; ``weight[k, i, j]`` is the effect of ``x_j[t-k]`` on ``x_i[t+1]``.
+      intercept: ``[N]``.
+      mean: ``[N]`` training mean (fills NaN inputs).
+      lam: ``[]`` the ridge strength used (chosen or given).
+    """
+
+    weight: jax.Array
+    intercept: jax.Array
+    mean: jax.Array
+    lam: jax.Array
+
+
+class MaskedVARParams(NamedTuple):
+    """Sparse VAR(p) on a mask: ``x̂_i[t+1] = intercept_i + Σ_k Σ_d coef[i, k, d] x_{index[i, d]}[t-k]``.
+
+    Attributes:
+      coef: ``[N, p, D]``, exactly 0 where ``valid`` is False; D = max inputs per neuron.
+      index: ``[N, D]`` int32 input neuron of each slot (padding slots point at neuron i itself).
+      valid: ``[N, D]`` bool, True for real slots.
+      intercept: ``[N]``.
+      mean: ``[N]`` training mean (fills NaN inputs).
+      lam: ``[]`` the ridge strength used.
+    """
+
+    coef: jax.Array
+    index: jax.Array
+    valid: jax.Array
+    intercept: jax.Array
+    mean: jax.Array
+    lam: jax.Array
+
+
+class MLPParams(NamedTuple):
+    """Monolithic MLP on z-scored inputs, predicting the z-scored increment.
+
+    ``z = (x - mean) / std``; ``x̂[t+1] = x[t] + std · MLP(z[t-H+1..t] flattened)``.
+
+    Attributes:
+      layers: tuple of ``(w [d_in, d_out], b [d_out])``; the last layer has ``d_out = N``.
+      mean: ``[N]`` training mean (also fills NaN inputs).
+      std: ``[N]`` training standard deviation (1 where a neuron is constant).
+    """
+
+    layers: tuple[tuple[jax.Array, jax.Array], ...]
+    mean: jax.Array
+    std: jax.Array
+
+
+# ----------------------------------------------------------------------------- data preparation
+def as_trace_list(traces: Traces, *, source: str = "baselines") -> list[np.ndarray]:
+    """Normalise training/evaluation input to a list of float32 ``[T_i, N]`` arrays.
+
+    Args:
+      traces: one ``[T, N]`` array, a :class:`mesojax.data.Recording` (its ``traces`` are loaded), or a
+        list/tuple of those; all must have the same N. NaN marks a missing sample.
+      source: named in errors.
+
+    Returns:
+      A list of float32 numpy arrays.
+
+    Raises:
+      ValidationError: naming the recording (row) that is not 2-D, has another N, or holds ±inf.
+    """
+    items = list(traces) if isinstance(traces, (list, tuple)) else [traces]
+    if not items:
+        raise V.ValidationError(source, "traces", None, "no recordings given")
+    out = []
+    for r, item in enumerate(items):
+        arr = getattr(item, "traces", item)
+        arr = np.asarray(arr[:] if not isinstance(arr, np.ndarray) and hasattr(arr, "shape") else arr)
+        field = "traces" if len(items) == 1 else f"traces[{r}]"
+        V.check_numeric(source, field, arr)
+        V.check_shape(source, field, arr, (None, None if r == 0 else out[0].shape[1]))
+        if np.isinf(arr).any():
+            row = V.first_row(np.isinf(arr))
+            raise V.ValidationError(source, field, row, "infinite value (use NaN for missing)")
+        out.append(arr.astype(np.float32, copy=False))
+    return out
+
+
+def lagged_pairs(
+    traces: Traces, history: int, *, source: str = "baselines"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All one-step training pairs ``(x[t-H+1..t], x[t+1])``, never crossing a recording boundary.
+
+    Args:
+      traces: ``[T, N]`` or a list of ``[T_i, N]`` (see :func:`as_trace_list`).
+      history: window length H ≥ 1.
+
+    Returns:
+      ``(windows [S, H, N], targets [S, N], position [S])``: ``windows[s, -1]`` is ``x[t]``;
+      ``position[s]`` in [0, 1) is how far through its recording sample s lies (for time splits).
+      S = Σ_i (T_i - H); NaN are kept.
+
+    Raises:
+      ValidationError: if no recording is longer than ``history``.
+    """
+    if history < 1:
+        raise V.ValidationError(source, "history", None, f"must be ≥ 1, got {history}")
+    windows, targets, position = [], [], []
+    for x in as_trace_list(traces, source=source):
+        s = x.shape[0] - history
+        if s <= 0:
+            continue
+        win = np.lib.stride_tricks.sliding_window_view(x[:-1], history, axis=0)  # [S, N, H]
+        windows.append(np.ascontiguousarray(win.transpose(0, 2, 1)))
+        targets.append(x[history:])
+        position.append(np.arange(s) / s)
+    if not windows:
+        raise V.ValidationError(
+            source, "traces", None, f"no recording is longer than the history length {history}"
+        )
+    return np.concatenate(windows), np.concatenate(targets), np.concatenate(position)
+
+
+def _training_mean(xs: list[np.ndarray], source: str) -> np.ndarray:
+    """Per-neuron mean over all finite training samples; every neuron must have at least one."""
+    stacked = np.concatenate(xs)
+    count = np.isfinite(stacked).sum(0)
+    if (count == 0).any():
+        j = int(np.flatnonzero(count == 0)[0])
+        raise V.ValidationError(
+            source, "traces", None, f"neuron (column) {j} has no finite training sample; drop it first"
+        )
+    return np.nansum(stacked.astype(np.float64), 0) / count
+
+
+def fill_missing(x: jax.Array, fill: jax.Array) -> jax.Array:
+    """Replace NaN in ``x [..., N]`` by ``fill [N]`` (the training mean): ``where(isnan(x), fill, x)``."""
+    return jnp.where(jnp.isnan(x), fill, x)
+
+
+# ----------------------------------------------------------------------------- ridge solver (host)
+def ridge_solve(
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    lams: Sequence[float],
+    dim_valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted ridge regressions with free intercepts, one per output column r, for every λ (host, float64).
+
+    For each r and λ: ``min Σ_s w[s,r] (y[s,r] - b_r - c_r·x[s,r])² + λ·s̄_r·n_r·‖c_r‖²`` with
+    ``n_r = Σ_s w[s,r]`` and ``s̄_r`` the mean variance of the (valid) inputs; solved through one
+    eigendecomposition of each weighted, centred Gram matrix, shared by all λ.
+
+    Args:
+      x: ``[S, Rx, D]`` inputs; ``Rx = 1`` shares them across outputs (entries with w = 0 may be NaN).
+      y: ``[S, R]`` targets.
+      w: ``[S, Rw]`` bool sample weights; ``Rw = 1`` shares them.
+      lams: L ridge strengths (relative to the mean input variance).
+      dim_valid: ``[Rx, D]`` bool, False for padding dimensions (coefficient forced to 0).
+
+    Returns:
+      ``(coef [L, R, D], intercept [L, R])``.
+    """
+    s, rx, d = x.shape
+    r = y.shape[1]
+    if w.shape[1] > 1 and (w == w[:, :1]).all():
+        w = w[:, :1]  # the common case (no missing targets): one shared Gram matrix per input set
+    if rx == 1 and w.shape[1] > 1:
+        x = np.broadcast_to(x, (s, r, d))
+        dim_valid = None if dim_valid is None else np.broadcast_to(dim_valid, (r, d))
+        rx = r
+    wf = w.astype(np.float64)
+    n = np.maximum(wf.sum(0), 1.0)  # [Rw]
+    rg = max(rx, wf.shape[1])
+    xw = np.where(w[:, :, None], x, 0.0).astype(np.float64)  # [S, Rg, D]
+    xm = xw.sum(0) / n[:, None]  # [Rg, D]
+    xc = np.where(w[:, :, None], x - xm, 0.0)
+    gram = np.matmul(xc.transpose(1, 2, 0), xc.transpose(1, 0, 2)) / n[:, None, None]  # [Rg, D, D]
+    ym = np.where(w, y, 0.0).sum(0) / n  # [R]
+    yc = np.where(w, y - ym, 0.0)  # [S, R]
+    if rg == 1:
+        b = (xc[:, 0, :].T @ yc).T / n[:, None]  # [R, D]
+    else:
+        b = np.einsum("srd,sr->rd", xc, yc) / n[:, None]
+    diag = np.diagonal(gram, axis1=1, axis2=2)  # [Rg, D]
+    if dim_valid is None:
+        scale = diag.mean(-1)
+    else:
+        scale = (diag * dim_valid).sum(-1) / np.maximum(dim_valid.sum(-1), 1)
+        # Padding dimensions get a unit diagonal so the system stays well-posed; their b is 0.
+        gram = gram + np.eye(d) * (~dim_valid)[:, None, :] * np.maximum(scale, 1e-12)[:, None, None]
+    scale = np.maximum(scale, 1e-12)[:, None]  # [Rg, 1]
+    evals, evecs = np.linalg.eigh(gram)  # [Rg, D], [Rg, D, D]
+    proj = np.matmul(b[:, None, :], evecs)[:, 0, :]  # [R, D]
+    coefs, intercepts = [], []
+    for lam in lams:
+        shrunk = proj / np.maximum(evals + (lam + _JITTER) * scale, 1e-300)
+        coef = np.matmul(shrunk[:, None, :], evecs.transpose(0, 2, 1))[:, 0, :]  # [R, D]
+        if dim_valid is not None:
+            coef = np.where(dim_valid, coef, 0.0)
+        coefs.append(coef)
+        intercepts.append(ym - (xm * coef).sum(-1))
+    return np.stack(coefs), np.stack(intercepts)
+
+
+def _fit_linear(
+    design: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    windows: np.ndarray,
+    targets: np.ndarray,
+    in_finite: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    position: np.ndarray,
+    *,
+    rows_per_block: int,
+    lam: float | None,
+    lam_grid: Sequence[float],
+    val_fraction: float,
+    dim_valid: np.ndarray | None,
+    source: str,
+    prior: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Solve a ridge regression per output neuron in row blocks, choosing λ on a time split if needed.
+
+    ``design(windows, rows) -> [S, len(rows) or 1, D]``; ``in_finite(windows, rows) -> [S, len(rows) or 1]``
+    says whether all inputs of those rows are finite. ``prior(sample_mask [S]) -> c0 [N, D]`` (optional)
+    moves the ridge centre: the penalty becomes ``λ‖c - c0‖²`` (solved as ridge on ``y - x·c0``), with c0
+    fitted on the same samples as the regression.
+
+    Returns:
+      ``(coef [N, D], intercept [N], lam)``.
+    """
+    n = targets.shape[1]
+    blocks = [np.arange(a, min(a + rows_per_block, n)) for a in range(0, n, rows_per_block)]
+
+    def solve(rows: np.ndarray, train: np.ndarray, lams: Sequence[float], c0: np.ndarray | None):
+        x = design(windows[train], rows)
+        y = targets[train][:, rows].astype(np.float64)
+        w = in_finite(windows[train], rows) & np.isfinite(y)
+        dv = None if dim_valid is None else dim_valid[rows]
+        if c0 is None:
+            return ridge_solve(x, y, w, lams, dv)
+        y = y - (np.where(np.isfinite(x), x, 0.0) * c0[rows][None]).sum(-1)
+        coef, intercept = ridge_solve(x, y, w, lams, dv)
+        return coef + c0[rows][None], intercept
+
+    if lam is None:
+        is_val = position >= 1.0 - val_fraction
+        if not is_val.any() or is_val.all():
+            raise V.ValidationError(
+                source, "val_fraction", None, f"{val_fraction} leaves no training or no validation pairs"
+            )
+        sse = np.zeros(len(lam_grid))
+        c0 = None if prior is None else prior(~is_val)
+        for rows in blocks:
+            coef, intercept = solve(rows, ~is_val, lam_grid, c0)
+            xv = design(windows[is_val], rows)
+            yv = targets[is_val][:, rows]
+            wv = in_finite(windows[is_val], rows) & np.isfinite(yv)
+            xv = np.where(np.isfinite(xv), xv, 0.0)  # rows with missing inputs are masked by wv below
+            for li in range(len(lam_grid)):
+                pred = intercept[li] + (xv * coef[li][None]).sum(-1)
+                sse[li] += np.where(wv, (pred - yv) ** 2, 0.0).sum()
+        if not np.isfinite(sse).all():
+            raise V.ValidationError(source, "lam", None, "validation error is not finite for some λ")
+        lam = float(lam_grid[int(np.argmin(sse))])
+    coefs, intercepts = [], []
+    everything = np.ones(len(targets), bool)
+    c0 = None if prior is None else prior(everything)
+    for rows in blocks:
+        c, b = solve(rows, everything, [lam], c0)
+        coefs.append(c[0])
+        intercepts.append(b[0])
+    return np.concatenate(coefs), np.concatenate(intercepts), lam
+
+
+def _check_shrink_to(source: str, shrink_to: str) -> None:
+    if shrink_to not in ("ar", "zero"):
+        raise V.ValidationError(source, "shrink_to", None, f"must be 'ar' or 'zero', got {shrink_to!r}")
+
+
+def _rows_per_block(n_samples: int, dim: int, n_rows: int) -> int:
+    return int(max(1, min(n_rows, _BLOCK_BYTES // max(1, 8 * n_samples * dim))))
+
+
+# ----------------------------------------------------------------------------- baselines
+def fit_persistence(traces: Traces) -> MeanParams:
+    """Persistence ``x̂[t+1] = x[t]``; only the training mean (NaN fill) is fitted.
+
+    Args:
+      traces: ``[T, N]`` or a list of ``[T_i, N]``.
+
+    Returns:
+      :class:`MeanParams`.
+    """
+    xs = as_trace_list(traces, source="baselines.fit_persistence")
+    return MeanParams(jnp.asarray(_training_mean(xs, "baselines.fit_persistence"), jnp.float32))
+
+
+def persistence_step(params: MeanParams, history: jax.Array) -> jax.Array:
+    """``x̂[t+1] = x[t]`` (NaN filled with the training mean). history ``[H, N]`` -> ``[N]``."""
+    return fill_missing(history[-1], params.mean)
+
+
+def fit_mean(traces: Traces) -> MeanParams:
+    """Mean baseline ``x̂[t+1] = x̄`` with ``x̄ [N]`` the per-neuron mean of the finite training samples.
+
+    Args:
+      traces: ``[T, N]`` or a list of ``[T_i, N]``.
+
+    Returns:
+      :class:`MeanParams`.
+    """
+    xs = as_trace_list(traces, source="baselines.fit_mean")
+    return MeanParams(jnp.asarray(_training_mean(xs, "baselines.fit_mean"), jnp.float32))
+
+
+def mean_step(params: MeanParams, history: jax.Array) -> jax.Array:
+    """``x̂[t+1] = x̄`` regardless of history. history ``[H, N]`` -> ``[N]``."""
+    del history
+    return params.mean
+
+
+def fit_ar(
+    traces: Traces,
+    *,
+    order: int = 1,
+    lam: float | None = 0.0,
+    lam_grid: Sequence[float] = DEFAULT_LAM_GRID,
+    val_fraction: float = 0.2,
+) -> ARParams:
+    """Per-neuron AR(p) with intercept by (masked) least squares.
+
+    ``x̂_i[t+1] = b_i + Σ_{k<p} a_ik x_i[t-k]``, fitted independently per neuron on the pairs whose p lags
+    and target are finite. ``lam = 0`` (default) is ordinary least squares; ``None`` picks it on a split.
+
+    Args:
+      traces: ``[T, N]`` or a list of ``[T_i, N]`` (NaN = missing).
+      order: p ≥ 1.
+      lam, lam_grid, val_fraction: ridge strength (see module docstring).
+
+    Returns:
+      :class:`ARParams` with ``coef [N, p]``.
+
+    Example:
+      >>> p = fit_ar(np.cumsum(np.ones((20, 2)), 0), order=1)   # x[t+1] = x[t] + 1
+      >>> np.round(np.asarray(p.coef), 3).tolist(), np.round(np.asarray(p.intercept), 3).tolist()
+      ([[1.0], [1.0]], [1.0, 1.0])
+    """
+    src = "baselines.fit_ar"
+    windows, targets, position = lagged_pairs(traces, order, source=src)
+    mean = _training_mean(as_trace_list(traces, source=src), src)
+    coef, intercept = _ar_arrays(
+        windows, targets, position, lam=lam, lam_grid=lam_grid, val_fraction=val_fraction, source=src
+    )
+    return ARParams(*(jnp.asarray(a, jnp.float32) for a in (coef, intercept, mean)))
+
+
+def _ar_arrays(
+    windows: np.ndarray,
+    targets: np.ndarray,
+    position: np.ndarray,
+    *,
+    lam: float | None = 0.0,
+    lam_grid: Sequence[float] = DEFAULT_LAM_GRID,
+    val_fraction: float = 0.2,
+    source: str = "baselines.fit_ar",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-neuron AR fit on lagged pairs ``windows [S, p, N]``, ``targets [S, N]``.
+
+    Returns:
+      ``(coef [N, p], intercept [N])``.
+    """
+    s, order, n = windows.shape
+
+    def design(win, rows):  # own lags, latest first: [S, R, p]
+        return win[:, ::-1, :][:, :, rows].transpose(0, 2, 1)
+
+    def in_finite(win, rows):
+        return np.isfinite(win[:, :, rows]).all(1)
+
+    coef, intercept, _ = _fit_linear(
+        design,
+        windows,
+        targets,
+        in_finite,
+        position,
+        rows_per_block=_rows_per_block(s, order, n),
+        lam=lam,
+        lam_grid=lam_grid,
+        val_fraction=val_fraction,
+        dim_valid=None,
+        source=source,
+    )
+    return coef, intercept
+
+
+def ar_step(params: ARParams, history: jax.Array) -> jax.Array:
+    """``x̂_i[t+1] = b_i + Σ_k coef[i, k] x_i[t-k]``. history ``[p, N]`` -> ``[N]``."""
+    p = params.coef.shape[1]
+    lags = fill_missing(history[::-1][:p], params.mean)  # [p, N], lag 0 first
+    return params.intercept + jnp.sum(params.coef.T * lags, axis=0)
+
+
+def fit_ridge_var(
+    traces: Traces,
+    *,
+    order: int = 1,
+    lam: float | None = None,
+    shrink_to: str = "ar",
+    lam_grid: Sequence[float] = DEFAULT_LAM_GRID,
+    val_fraction: float = 0.2,
+) -> VARParams:
+    """Ridge VAR(p): ``x̂[t+1] = b + Σ_{k<p} W_k x[t-k]`` with dense ``W_k`` ``[N, N]``.
+
+    A pair enters neuron i's regression when all inputs and ``x_i[t+1]`` are finite. With ``lam=None``
+    λ is chosen from ``lam_grid`` by one-step MSE on the last ``val_fraction`` of each recording.
+
+    The ridge centre is the per-neuron AR(p) fit (``shrink_to="ar"``, default): the penalty is
+    ``λ‖c_i - c_i^AR‖²`` with ``c_i^AR`` the AR(p) coefficients on neuron i's own lags (0 elsewhere), so
+    the VAR interpolates between OLS (λ → 0) and the AR baseline (λ → ∞) instead of shrinking every
+    neuron's self-coupling to 0, which on short real recordings makes plain ridge worse than AR(1).
+    ``shrink_to="zero"`` is classical ridge.
+
+    Args:
+      traces: ``[T, N]`` or a list of ``[T_i, N]`` (NaN = missing).
+      order: p ≥ 1.
+      lam: ridge strength relative to the mean input variance, or None to choose it.
+      shrink_to: "ar" or "zero", the ridge centre.
+      lam_grid, val_fraction: the candidates and the validation split for ``lam=None``.
+
+    Returns:
+      :class:`VARParams` with ``weight [p, N, N]``.
+    """
+    src = "baselines.fit_ridge_var"
+    _check_shrink_to(src, shrink_to)
+    windows, targets, position = lagged_pairs(traces, order, source=src)
+    mean = _training_mean(as_trace_list(traces, source=src), src)
+    s, _, n = windows.shape
+
+    def design(win, rows):  # every neuron's lags, shared by all rows: [S, 1, p*N]
+        return win[:, ::-1, :].reshape(len(win), 1, order * n)
+
+    def in_finite(win, rows):
+        return np.isfinite(win).all((1, 2))[:, None]
+
+    def prior(samples):  # AR(p) coefficients on each neuron's own lags (dims k*N + i)
+        c0 = np.zeros((n, order * n))
+        if shrink_to == "ar":
+            ar, _ = _ar_arrays(windows[samples], targets[samples], position[samples], source=src)
+            c0[np.arange(n)[:, None], np.arange(order)[None] * n + np.arange(n)[:, None]] = ar
+        return c0
+
+    coef, intercept, lam = _fit_linear(
+        design,
+        windows,
+        targets,
+        in_finite,
+        position,
+        rows_per_block=_rows_per_block(s, order * n, n),
+        lam=lam,
+        lam_grid=lam_grid,
+        val_fraction=val_fraction,
+        dim_valid=None,
+        source=src,
+        prior=prior,
+    )
+    weight = coef.reshape(n, order, n).transpose(1, 0, 2)
+    return VARParams(
+        jnp.asarray(weight, jnp.float32),
+        jnp.asarray(intercept, jnp.float32),
+        jnp.asarray(mean, jnp.float32),
+        jnp.asarray(lam, jnp.float32),
+    )
+
+
+def var_step(params: VARParams, history: jax.Array) -> jax.Array:
+    """``x̂[t+1] = b + Σ_k W_k x[t-k]``. history ``[p, N]`` -> ``[N]``."""
+    p = params.weight.shape[0]
+    lags = fill_missing(history[::-1][:p], params.mean)
+    return params.intercept + jnp.einsum("kij,kj->i", params.weight, lags)
+
+
+def _mask_index(mask: Any, n: int, include_diagonal: bool, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Padded input table of a ``[N, N]`` mask: ``(index [N, D], valid [N, D])``, row i = inputs of i."""
+    if scipy.sparse.issparse(mask):
+        m = scipy.sparse.csr_matrix(mask)
+    else:
+        dense = np.asarray(mask)
+        if dense.dtype.kind not in "biuf":
+            raise V.ValidationError(
+                source, "mask", None, f"expected a boolean/numeric array, got {dense.dtype}"
+            )
+        m = scipy.sparse.csr_matrix(dense)
+    V.check_shape(source, "mask", m, (n, n))
+    m.eliminate_zeros()
+    m = (m != 0).astype(np.int8)
+    if include_diagonal:
+        m = (m + scipy.sparse.identity(n, dtype=np.int8, format="csr")).astype(bool).astype(np.int8)
+    m = m.tocsr()
+    m.sort_indices()
+    deg = np.diff(m.indptr)
+    if (deg == 0).any():
+        i = int(np.flatnonzero(deg == 0)[0])
+        raise V.ValidationError(source, "mask", i, "neuron has no input (empty mask row, no diagonal)")
+    d = int(deg.max())
+    slot = np.arange(len(m.indices)) - np.repeat(m.indptr[:-1], deg)
+    rows = np.repeat(np.arange(n), deg)
+    index = np.repeat(np.arange(n)[:, None], d, axis=1)
+    valid = np.zeros((n, d), bool)
+    index[rows, slot] = m.indices
+    valid[rows, slot] = True
+    return index.astype(np.int32), valid
+
+
+def fit_masked_var(
+    traces: Traces,
+    mask: Any,
+    *,
+    order: int = 1,
+    lam: float | None = None,
+    shrink_to: str = "ar",
+    include_diagonal: bool = True,
+    lam_grid: Sequence[float] = DEFAULT_LAM_GRID,
+    val_fraction: float = 0.2,
+) -> MaskedVARParams:
+    """Connectome-masked ridge VAR(p): ``W_k[i, j] = 0`` unless ``mask[i, j]`` (or ``i == j``).
+
+    Solved per output neuron by masked least squares over its inputs only, in blocks of rows that are
+    vectorised (batched Gram matrices), so memory is ``O(S · rows · p · D)`` with D the max in-degree.
+    A pair enters neuron i's regression when ``x_i[t+1]`` and the lags of i's inputs are finite.
+
+    Args:
+      traces: ``[T, N]`` or a list of ``[T_i, N]`` (NaN = missing).
+      mask: ``[N, N]`` bool/numeric array or scipy sparse matrix, nonzero ``mask[i, j]`` allowing
+        input j -> output i (the orientation of ``W``). A connectome's ``weighted()`` is ``[pre, post]``,
+        so pass its transpose (symmetrise it to let information flow both ways).
+      order: p ≥ 1.
+      lam, shrink_to, lam_grid, val_fraction: as in :func:`fit_ridge_var` (the AR centre needs the
+        diagonal in the mask).
+      include_diagonal: always allow each neuron's own past (default True).
+
+    Returns:
+      :class:`MaskedVARParams`; :func:`masked_var_dense_weight` gives the dense ``[p, N, N]``.
+
+    Raises:
+      ValidationError: wrong mask shape/dtype, or a neuron with no allowed input.
+    """
+    src = "baselines.fit_masked_var"
+    _check_shrink_to(src, shrink_to)
+    windows, targets, position = lagged_pairs(traces, order, source=src)
+    mean = _training_mean(as_trace_list(traces, source=src), src)
+    s, _, n = windows.shape
+    index, valid = _mask_index(mask, n, include_diagonal, src)
+    d = index.shape[1]
+    dim_valid = np.tile(valid, (1, order))  # [N, p*D], lag-major like the design
+
+    def design(win, rows):  # [S, R, p*D]: lag k (latest first), then slot d
+        g = win[:, ::-1, :][:, :, index[rows]]  # [S, p, R, D]
+        g = np.where(valid[rows][None, None], g, 0.0)
+        return g.transpose(0, 2, 1, 3).reshape(len(win), len(rows), order * d)
+
+    def in_finite(win, rows):
+        fin = np.isfinite(win[:, :, index[rows]]) | ~valid[rows][None, None]
+        return fin.all((1, 3))
+
+    self_slot = (index == np.arange(n)[:, None]) & valid  # [N, D]: where neuron i feeds itself
+
+    def prior(samples):  # AR(p) coefficients on each neuron's own slot, where the mask has one
+        c0 = np.zeros((n, order, d))
+        if shrink_to == "ar":
+            ar, _ = _ar_arrays(windows[samples], targets[samples], position[samples], source=src)
+            c0 = np.where(self_slot[:, None, :], ar[:, :, None], 0.0)
+        return c0.reshape(n, order * d)
+
+    coef, intercept, lam = _fit_linear(
+        design,
+        windows,
+        targets,
+        in_finite,
+        position,
+        rows_per_block=_rows_per_block(s, order * d, n),
+        lam=lam,
+        lam_grid=lam_grid,
+        val_fraction=val_fraction,
+        dim_valid=dim_valid,
+        source=src,
+        prior=prior,
+    )
+    coef = np.where(valid[:, None, :], coef.reshape(n, order, d), 0.0)
+    return MaskedVARParams(
+        jnp.asarray(coef, jnp.float32),
+        jnp.asarray(index),
+        jnp.asarray(valid),
+        jnp.asarray(intercept, jnp.float32),
+        jnp.asarray(mean, jnp.float32),
+        jnp.asarray(lam, jnp.float32),
+    )
+
+
+def masked_var_step(params: MaskedVARParams, history: jax.Array) -> jax.Array:
+    """``x̂_i[t+1] = b_i + Σ_k Σ_d coef[i,k,d] x_{index[i,d]}[t-k]`` (a gather). ``[p, N]`` -> ``[N]``."""
+    p = params.coef.shape[1]
+    lags = fill_missing(history[::-1][:p], params.mean)  # [p, N]
+    gathered = lags[:, params.index]  # [p, N, D]
+    return params.intercept + jnp.einsum("nkd,knd->n", params.coef, gathered)
+
+
+def masked_var_dense_weight(params: MaskedVARParams) -> jax.Array:
+    """The dense ``[p, N, N]`` weights of a masked VAR (zero outside the mask); for inspection, small N."""
+    n, p, d = params.coef.shape
+    rows = jnp.broadcast_to(jnp.arange(n)[:, None], (n, d))
+    w = jnp.zeros((p, n, n), params.coef.dtype)
+    vals = jnp.where(params.valid[:, None, :], params.coef, 0.0).transpose(1, 0, 2)  # [p, N, D]
+    return w.at[:, rows, params.index].add(vals)
+
+
+# ----------------------------------------------------------------------------- MLP
+def _mlp_apply(layers: tuple[tuple[jax.Array, jax.Array], ...], u: jax.Array) -> jax.Array:
+    for i, (w, b) in enumerate(layers):
+        u = u @ w + b
+        if i < len(layers) - 1:
+            u = jax.nn.gelu(u)
+    return u
+
+
+def _mlp_init(key: jax.Array, sizes: Sequence[int]) -> tuple[tuple[jax.Array, jax.Array], ...]:
+    keys = jax.random.split(key, len(sizes) - 1)
+    init = jax.nn.initializers.lecun_normal()
+    layers = [
+        (init(k, (a, b), jnp.float32), jnp.zeros((b,), jnp.float32))
+        for k, a, b in zip(keys, sizes[:-1], sizes[1:])
+    ]
+    # A zero last layer starts the MLP as persistence (the increment is 0), a sensible prior.
+    w_last, b_last = layers[-1]
+    layers[-1] = (jnp.zeros_like(w_last), b_last)
+    return tuple(layers)
+
+
+def fit_mlp(
+    traces: Traces,
+    *,
+    history: int = 1,
+    hidden: Sequence[int] = (64,),
+    steps: int = 1000,
+    learning_rate: float = 1e-3,
+    batch_size: int = 256,
+    weight_decay: float = 1e-2,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> MLPParams:
+    """One monolithic MLP ``x[t-H+1..t] -> x[t+1]`` trained by AdamW on one-step targets.
+
+    Inputs and targets are z-scored with the training mean/std; the network predicts the increment
+    ``(x[t+1] - x[t]) / std`` (GELU hidden layers; zero-initialised output layer, so training starts from
+    persistence). NaN inputs are filled with the training mean, NaN targets are masked out of the loss.
+    All ``steps`` minibatch updates run in one jitted ``lax.scan``; the result is deterministic in ``seed``.
+
+    Early stopping: with ``val_fraction > 0`` the last ``val_fraction`` of every recording is held out
+    from the updates and the parameters with the lowest validation loss seen (checked after every update,
+    on at most 2048 validation pairs) are returned; no refit. An N·H-input MLP overfits a short recording
+    within a few hundred updates, so without this it is not a fair baseline.
+
+    Args:
+      traces: ``[T, N]`` or a list of ``[T_i, N]`` (NaN = missing).
+      history: H ≥ 1 frames of input.
+      hidden: hidden layer widths.
+      steps, learning_rate, batch_size, weight_decay: optimisation (cosine-decayed AdamW).
+      val_fraction: share of each recording used for early stopping (0: train on all, keep the last).
+      seed: PRNG seed for init, minibatches and the validation subset.
+
+    Returns:
+      :class:`MLPParams`.
+    """
+    src = "baselines.fit_mlp"
+    windows, targets, position = lagged_pairs(traces, history, source=src)
+    xs = as_trace_list(traces, source=src)
+    mean = _training_mean(xs, src)
+    stacked = np.concatenate(xs).astype(np.float64)
+    std = np.sqrt(np.nanmean((stacked - mean) ** 2, 0))
+    std = np.where(std > 0, std, 1.0)
+    n = targets.shape[1]
+    z_in = (
+        np.where(np.isnan(windows), 0.0, (windows - mean) / std).astype(np.float32).reshape(len(windows), -1)
+    )
+    last = np.where(np.isnan(windows[:, -1]), mean, windows[:, -1])
+    z_out = ((targets - last) / std).astype(np.float32)
+    ok = np.isfinite(z_out)
+    z_out = np.where(ok, z_out, 0.0)
+
+    key_init, key_batch, key_val = jax.random.split(jax.random.key(seed), 3)
+    is_val = position >= 1.0 - val_fraction if val_fraction > 0 else np.zeros(len(z_in), bool)
+    if is_val.all() or (val_fraction > 0 and not is_val.any()):
+        raise V.ValidationError(
+            src, "val_fraction", None, f"{val_fraction} leaves no training or validation pairs"
+        )
+    train_idx = np.flatnonzero(~is_val)
+    val_idx = np.flatnonzero(is_val)
+    if len(val_idx) > 2048:
+        val_idx = np.sort(np.asarray(jax.random.choice(key_val, val_idx, (2048,), replace=False)))
+    if len(val_idx) == 0:
+        val_idx = train_idx[:1]  # unused: with no validation split the last parameters are kept
+
+    layers = _mlp_init(key_init, (history * n, *hidden, n))
+    layers = _train_mlp(
+        layers,
+        jnp.asarray(z_in),
+        jnp.asarray(z_out),
+        jnp.asarray(ok),
+        jnp.asarray(train_idx),
+        jnp.asarray(val_idx),
+        key_batch,
+        steps=steps,
+        batch=min(batch_size, len(train_idx)),
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        early_stop=val_fraction > 0,
+    )
+    return MLPParams(layers, jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32))
+
+
+def _mlp_loss(layers, u: jax.Array, y: jax.Array, m: jax.Array) -> jax.Array:
+    """Masked mean squared error of the MLP on a batch ``u [B, H*N]``, ``y [B, N]``, ``m [B, N]``."""
+    pred = jax.vmap(functools.partial(_mlp_apply, layers))(u)
+    return jnp.sum(jnp.where(m, (pred - y) ** 2, 0.0)) / jnp.maximum(m.sum(), 1)
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "batch", "learning_rate", "weight_decay", "early_stop"))
+def _train_mlp(
+    layers, z_in, z_out, ok, train_idx, val_idx, key, *, steps, batch, learning_rate, weight_decay, early_stop
+):
+    """``steps`` AdamW updates in one scan; returns the best-on-validation (or the last) parameters."""
+    opt = optax.adamw(optax.cosine_decay_schedule(learning_rate, max(steps, 1)), weight_decay=weight_decay)
+    val = (z_in[val_idx], z_out[val_idx], ok[val_idx])
+
+    def update(carry, key):
+        layers, state, best, best_loss = carry
+        idx = train_idx[jax.random.randint(key, (batch,), 0, train_idx.shape[0])]
+        grads = jax.grad(_mlp_loss)(layers, z_in[idx], z_out[idx], ok[idx])
+        updates, state = opt.update(grads, state, layers)
+        layers = optax.apply_updates(layers, updates)
+        val_loss = _mlp_loss(layers, *val) if early_stop else -jnp.inf
+        better = val_loss <= best_loss
+        best = jax.tree.map(lambda a, b: jnp.where(better, a, b), layers, best)
+        return (layers, state, best, jnp.minimum(val_loss, best_loss)), None
+
+    init_loss = _mlp_loss(layers, *val) if early_stop else jnp.inf
+    carry = (layers, opt.init(layers), layers, init_loss)
+    (_, _, best, _), _ = jax.lax.scan(update, carry, jax.random.split(key, steps))
+    return best
+
+
+def mlp_step(params: MLPParams, history: jax.Array) -> jax.Array:
+    """``x̂[t+1] = x[t] + std · MLP((x[t-H+1..t] - mean) / std)``. history ``[H, N]`` -> ``[N]``."""
+    h = params.layers[0][0].shape[0] // params.mean.shape[0]
+    window = fill_missing(history[-h:], params.mean)
+    z = ((window - params.mean) / params.std).reshape(-1)
+    return window[-1] + params.std * _mlp_apply(params.layers, z)
+
+
+# ----------------------------------------------------------------------------- rollout and registry
+def rollout(step: Step, params: Any, history: jax.Array, n_steps: int) -> jax.Array:
+    """Forecast ``n_steps`` frames by feeding each prediction back into the window (one ``lax.scan``).
+
+    ``x̂[t+k+1] = step(params, [.., x̂[t+k]])`` with the window shifted by one frame per step.
+
+    Args:
+      step: ``step(params, history [H, N]) -> [N]``.
+      params: the forecaster's parameters.
+      history: ``[H, N]`` observed frames, latest last.
+      n_steps: number of frames to predict (static).
+
+    Returns:
+      ``[n_steps, N]`` predictions of ``x[t+1] .. x[t+n_steps]``.
+    """
+
+    def body(window, _):
+        x_next = step(params, window)
+        return jnp.concatenate([window[1:], x_next[None].astype(window.dtype)]), x_next
+
+    _, preds = jax.lax.scan(body, history, None, length=n_steps)
+    return preds
+
+
+_REGISTRY: dict[str, tuple[Callable[..., Any], Step, str | None]] = {
+    "persistence": (fit_persistence, persistence_step, None),
+    "mean": (fit_mean, mean_step, None),
+    "ar": (fit_ar, ar_step, "order"),
+    "ridge_var": (fit_ridge_var, var_step, "order"),
+    "masked_var": (fit_masked_var, masked_var_step, "order"),
+    "mlp": (fit_mlp, mlp_step, "history"),
+}
+
+BASELINES: tuple[str, ...] = tuple(_REGISTRY)
+"""Names accepted by :func:`make_baseline`."""
+
+
+def make_baseline(name: str, **opts: Any) -> Forecaster:
+    """Build a baseline :class:`Forecaster` with its fit options bound.
+
+    Args:
+      name: one of :data:`BASELINES`.
+      **opts: keyword options of the matching ``fit_*`` (e.g. ``order=2``, ``lam=0.1``, ``mask=M`` for
+        ``masked_var``, ``hidden=(32,)`` for ``mlp``); checked now, not at fit time.
+
+    Returns:
+      ``Forecaster(name, fit, step, history)`` with ``fit(traces) -> params``.
+
+    Raises:
+      ValueError: unknown name, or options the fit function does not take (or a missing ``mask``).
+    """
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"mesojax.baselines.make_baseline: unknown baseline {name!r}; known: {list(BASELINES)}"
+        )
+    fit, step, history_opt = _REGISTRY[name]
+    sig = inspect.signature(fit)
+    try:
+        bound = sig.bind(None, **opts)
+    except TypeError as err:
+        raise ValueError(
+            f"mesojax.baselines.make_baseline({name!r}): bad options {sorted(opts)}: {err}"
+        ) from None
+    history = 1
+    if history_opt is not None:
+        history = int(bound.arguments.get(history_opt, sig.parameters[history_opt].default))
+        if history < 1:
+            raise ValueError(
+                f"mesojax.baselines.make_baseline({name!r}): {history_opt} must be ≥ 1, got {history}"
+            )
+    return Forecaster(name, functools.partial(fit, **opts), step, history)

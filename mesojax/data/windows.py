@@ -1,0 +1,146 @@
+"""Training windows: normalisation, time splits and deterministic batches of time windows.
+
+A recording is split along time into train / validation / test segments; per-neuron statistics come
+from the training segment only. Batches are windows of ``H + R`` consecutive frames drawn uniformly
+from a segment; the draw for step ``s`` depends only on ``(seed, s)``, so a resumed run sees exactly
+the batches it would have seen without the interruption. Lazy (tensorstore) traces are read one
+window at a time.
+
+Example:
+    >>> import numpy as np
+    >>> from mesojax.data import Recording
+    >>> rec = Recording(traces=np.random.default_rng(0).normal(size=(200, 5)), timestamps=np.arange(200.0))
+    >>> segs = split_time(rec.n_timesteps, (0.7, 0.1, 0.2))
+    >>> segs
+    {'train': (0, 140), 'val': (140, 160), 'test': (160, 200)}
+    >>> norm = fit_normalizer(rec, segs["train"])
+    >>> batch = sample_batch(rec, norm, segs["train"], length=6, n_windows=4, seed=0, step=0)
+    >>> batch.x.shape, batch.x_mask.dtype
+    ((4, 6, 5), dtype('float32'))
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from mesojax.data import validation as V
+from mesojax.data.recording import Recording
+
+
+class Normalizer(NamedTuple):
+    """Per-channel affine normalisation ``(v - mean) / std`` for traces and continuous behaviour."""
+
+    mean: np.ndarray  # [N]
+    std: np.ndarray  # [N]
+    beh_mean: np.ndarray  # [Kc]
+    beh_std: np.ndarray  # [Kc]
+
+
+class Batch(NamedTuple):
+    """A batch of W windows of length ``H + R`` (numpy on the host, jax arrays on device).
+
+    Attributes:
+      x: ``[W, H+R, N]`` normalised traces, NaN replaced by 0.
+      x_mask: ``[W, H+R, N]`` 1.0 where the trace was observed.
+      stimulus: ``[W, H+R, S]``.
+      behaviour: ``[W, H+R, Kc]`` normalised, NaN replaced by 0.
+      behaviour_mask: ``[W, H+R, Kc]``.
+      modes: ``[W, H+R]`` int32, -1 where unknown.
+    """
+
+    x: np.ndarray
+    x_mask: np.ndarray
+    stimulus: np.ndarray
+    behaviour: np.ndarray
+    behaviour_mask: np.ndarray
+    modes: np.ndarray
+
+
+def split_time(n_timesteps: int, fractions: Sequence[float]) -> dict[str, tuple[int, int]]:
+    """Contiguous ``[start, stop)`` frame ranges for train / val / test with the given fractions."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise V.ValidationError("split", "fractions", None, f"need 3 non-negative fractions summing to 1, got {fractions}")
+    edges = np.round(np.cumsum([0.0, *fractions]) * n_timesteps).astype(int)
+    return {name: (int(edges[k]), int(edges[k + 1])) for k, name in enumerate(("train", "val", "test"))}
+
+
+def _nan_stats(values: np.ndarray, source: str, field: str) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(invalid="ignore"):
+        observed = np.isfinite(values).sum(0)
+    if (observed < 2).any():
+        col = int(np.flatnonzero(observed < 2)[0])
+        raise V.ValidationError(source, field, col, "fewer than 2 observed samples in the training segment")
+    mean = np.nanmean(values, axis=0)
+    std = np.nanstd(values, axis=0)
+    return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
+def fit_normalizer(recording: Recording, segment: tuple[int, int]) -> Normalizer:
+    """Per-neuron (and per-behaviour) mean and std over `segment`, ignoring NaN.
+
+    Raises:
+      ValidationError: naming the column (in ``row``) of a neuron with < 2 observed training samples.
+    """
+    t0, t1 = segment
+    traces = np.asarray(recording.traces[t0:t1], np.float32)
+    mean, std = _nan_stats(traces, recording.source, "traces")
+    if recording.behaviour is not None:
+        beh_mean, beh_std = _nan_stats(recording.behaviour[t0:t1], recording.source, "behaviour")
+    else:
+        beh_mean = beh_std = np.zeros((0,), np.float32)
+    return Normalizer(mean, std, beh_mean, beh_std)
+
+
+def window(recording: Recording, norm: Normalizer, t0: int, length: int) -> Batch:
+    """One window ``[t0, t0 + length)`` as a batch of size 1."""
+    t1 = t0 + length
+    raw = (np.asarray(recording.traces[t0:t1], np.float32) - norm.mean) / norm.std
+    x_mask = np.isfinite(raw)
+    stim = recording.stimulus[t0:t1] if recording.stimulus is not None else np.zeros((length, 0), np.float32)
+    if recording.behaviour is not None:
+        beh = (recording.behaviour[t0:t1] - norm.beh_mean) / norm.beh_std
+    else:
+        beh = np.zeros((length, 0), np.float32)
+    beh_mask = np.isfinite(beh)
+    modes = recording.modes[t0:t1] if recording.modes is not None else np.full((length,), -1, np.int32)
+    return Batch(
+        x=np.where(x_mask, raw, 0.0).astype(np.float32)[None],
+        x_mask=x_mask.astype(np.float32)[None],
+        stimulus=np.asarray(stim, np.float32)[None],
+        behaviour=np.where(beh_mask, beh, 0.0).astype(np.float32)[None],
+        behaviour_mask=beh_mask.astype(np.float32)[None],
+        modes=np.asarray(modes, np.int32)[None],
+    )
+
+
+def stack(batches: Sequence[Batch]) -> Batch:
+    """Concatenate batches along the window axis."""
+    return Batch(*[np.concatenate(parts, axis=0) for parts in zip(*batches)])
+
+
+def window_starts(segment: tuple[int, int], length: int, n_windows: int, seed: int, step: int) -> np.ndarray:
+    """The `n_windows` start frames drawn for `step` (depends only on ``(seed, step)``)."""
+    t0, t1 = segment
+    if t1 - t0 < length:
+        raise V.ValidationError(
+            "windows", "segment", None, f"segment [{t0}, {t1}) is shorter than the window length {length}"
+        )
+    rng = np.random.default_rng([seed, step])
+    return rng.integers(t0, t1 - length + 1, size=n_windows)
+
+
+def sample_batch(
+    recording: Recording,
+    norm: Normalizer,
+    segment: tuple[int, int],
+    *,
+    length: int,
+    n_windows: int,
+    seed: int,
+    step: int,
+) -> Batch:
+    """A deterministic batch of `n_windows` windows of `length` frames from `segment`."""
+    starts = window_starts(segment, length, n_windows, seed, step)
+    return stack([window(recording, norm, int(t), length) for t in starts])

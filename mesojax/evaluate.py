@@ -1,0 +1,206 @@
+"""Evaluation: held-out forecasts against baselines, planted-truth recovery on phantoms, behaviour.
+
+All forecasts are scored by :func:`mesojax.metrics.forecast_metrics` on the held-out test segment, in
+normalised units (per-neuron z-scores from the training segment), at horizons ``1..config.eval.horizons``.
+The fitted model enters as a forecaster like the baselines: its ``step`` reads a window of
+``warmup + H`` observed frames, runs teacher-forced through them (building the recurrent filter state
+from zero) and predicts the next frame; multi-step forecasts feed predictions back.
+
+On phantoms the partition is compared with the planted truth: domain ARI against module instances,
+Hungarian matching of filters to motif types, and filters in use against the planted K.
+
+Example (see ``tests/test_train.py`` for a full run)::
+
+    results = evaluate(config, experiment, params)
+    results["forecast"]["model"]["r2"]      # [horizons]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mesojax import assign, baselines, losses, metrics, model, optim
+
+
+class Evaluated(dict):
+    """Evaluation results (a dict; JSON-serialisable after :func:`to_json`)."""
+
+
+def normalised_traces(exp: Any, segment: str) -> np.ndarray:
+    """The recording's traces over a time segment, z-scored with the training statistics (NaN kept)."""
+    t0, t1 = exp.segments[segment]
+    return (np.asarray(exp.recording.traces[t0:t1], np.float32) - exp.norm.mean) / exp.norm.std
+
+
+def final_temperatures(config: ml_collections.ConfigDict) -> model.Temperatures:
+    """The switch temperatures at the end of training (evaluation uses the annealed model)."""
+    return optim.temperatures(config.anneal, config.train.steps)
+
+
+def model_forecaster(
+    spec: model.ModelSpec, inputs: model.ModelInputs, temps: model.Temperatures, warmup: int
+) -> baselines.Forecaster:
+    """The fitted model as a :class:`mesojax.baselines.Forecaster` over windows of ``warmup + H`` frames.
+
+    Its params are ``(model params, context)`` so the assignment and port maps are computed once.
+    """
+    h = spec.history
+
+    def step(p, history):
+        params, ctx = p
+        x = jnp.concatenate([history, history[-1:]], axis=0)  # the last frame is a placeholder target
+        outs, _ = model.rollout(spec, params, inputs, ctx, x, _no_stimulus(spec, x), temps,
+                                n_teacher=x.shape[0] - h)
+        return outs.x_next[-1]
+
+    return baselines.Forecaster("model", lambda traces: None, step, warmup + h)
+
+
+def _no_stimulus(spec: model.ModelSpec, x: jax.Array) -> jax.Array:
+    # Forecast windows carry no stimulus channel; the model sees zeros (the training mean is near 0).
+    return jnp.zeros((x.shape[0], spec.n_stimulus), jnp.float32)
+
+
+def connectome_mask(exp: Any) -> np.ndarray:
+    """``mask[i, j]`` = neuron j synapses onto neuron i (the masked VAR's allowed inputs)."""
+    return np.asarray(exp.connectome.weighted().toarray().T > 0)
+
+
+def fit_baselines(config: ml_collections.ConfigDict, exp: Any, train_x: np.ndarray) -> dict[str, tuple]:
+    """Fit every configured baseline on the normalised training traces: ``name -> (forecaster, params)``."""
+    out = {}
+    for name in config.eval.baselines:
+        opts: dict[str, Any] = {}
+        if name == "masked_var":
+            opts["mask"] = connectome_mask(exp)
+        if name == "mlp":
+            opts.update(steps=config.eval.mlp_steps, seed=config.seed)
+        forecaster = baselines.make_baseline(name, **opts)
+        out[name] = (forecaster, forecaster.fit(train_x))
+    return out
+
+
+def partition(spec: model.ModelSpec, params: model.Params, inputs: model.ModelInputs,
+              temps: model.Temperatures) -> dict[str, np.ndarray]:
+    """Hard partition and filter usage: ``location, filter, confidence [N]``, ``usage [B]``."""
+    a = assign.assignment(spec.assign, params.assign, inputs.assign, temps.assign)
+    loc, filt, conf = assign.hard_partition(a, inputs.assign)
+    return {
+        "location": np.asarray(loc), "filter": np.asarray(filt), "confidence": np.asarray(conf),
+        "usage": np.asarray(losses.usage(a)),
+    }
+
+
+def truth_recovery(part: dict[str, np.ndarray], truth: Any, n_filters: int) -> dict[str, Any]:
+    """Domain ARI vs planted instances, Hungarian filter↔motif match, filters used vs planted K."""
+    domain = part["location"].astype(np.int64) * n_filters + part["filter"]
+    match = metrics.match_filters_to_motifs(part["filter"], truth.motif)
+    used = metrics.filters_used(np.bincount(part["filter"], minlength=n_filters).astype(float))
+    planted_k = int(len(np.unique(truth.motif)))
+    return {
+        "domain_ari": metrics.adjusted_rand_index(truth.instance, domain),
+        "motif_accuracy": match.accuracy,
+        "motif_all_distinct": match.all_distinct,
+        "motif_assignment": {str(truth.motif_names[int(m)]): int(f) for m, f in zip(match.motifs, match.assignment)},
+        "motif_purity": match.purity.tolist(),
+        "filters_used": used.n_used,
+        "planted_k": planted_k,
+        "n_domains": int(len(np.unique(domain))),
+        "n_instances": int(len(np.unique(truth.instance))),
+    }
+
+
+def behaviour_scores(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
+                     ctx: model.Context, temps: model.Temperatures) -> dict[str, Any]:
+    """Model behaviour forecasts on the test segment vs a ridge / LDA decoder from the same neurons."""
+    rec, norm, spec = exp.recording, exp.norm, exp.spec
+    if spec.n_behaviour == 0 and spec.n_modes == 0:
+        return {}
+    t0, t1 = exp.segments["test"]
+    x = np.nan_to_num(normalised_traces(exp, "test"))
+    stim = (rec.stimulus[t0:t1] if rec.stimulus is not None else np.zeros((t1 - t0, 0))).astype(np.float32)
+    outs, _ = jax.jit(
+        lambda p, c, x, s: model.rollout(spec, p, exp.inputs, c, x, s, temps, n_teacher=x.shape[0])
+    )(params, ctx, jnp.asarray(x), jnp.asarray(stim))
+    h = spec.history
+    result: dict[str, Any] = {}
+    tr0, tr1 = exp.segments["train"]
+    train_x = np.nan_to_num(normalised_traces(exp, "train"))
+    if spec.n_behaviour:
+        beh = (rec.behaviour[t0:t1] - norm.beh_mean) / norm.beh_std
+        pred = np.asarray(outs.behaviour)
+        dec = metrics.linear_decoder(train_x, (rec.behaviour[tr0:tr1] - norm.beh_mean) / norm.beh_std)
+        result["model_r2"] = float(metrics.r2_score(beh[h:], pred))
+        result["linear_decoder_r2"] = float(metrics.r2_score(beh, metrics.decode(dec, x)))
+    if spec.n_modes:
+        modes = rec.modes[t0:t1]
+        pred_modes = np.asarray(jnp.argmax(outs.mode_logits, -1))
+        known = modes[h:] >= 0
+        result["model_mode_accuracy"] = metrics.accuracy(modes[h:][known], pred_modes[known])
+        result["model_mode_balanced_accuracy"] = metrics.balanced_accuracy(modes[h:][known], pred_modes[known])
+        dec = metrics.linear_decoder(train_x, rec.modes[tr0:tr1], discrete=True)
+        kn = modes >= 0
+        dm = metrics.decode(dec, x)
+        result["linear_decoder_mode_accuracy"] = metrics.accuracy(modes[kn], dm[kn])
+        result["linear_decoder_mode_balanced_accuracy"] = metrics.balanced_accuracy(modes[kn], dm[kn])
+    return result
+
+
+def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params) -> dict[str, Any]:
+    """Every evaluation of the fitted model (see the module docstring) as a JSON-ready dict."""
+    spec, inputs = exp.spec, exp.inputs
+    temps = final_temperatures(config)
+    ctx = jax.jit(lambda p: model.context(spec, p, inputs, temps))(params)
+    test_x = normalised_traces(exp, "test")
+    train_x = normalised_traces(exp, "train")
+    horizons = range(1, config.eval.horizons + 1)
+    forecast = {}
+    fm = model_forecaster(spec, inputs, temps, config.eval.warmup)
+    forecast["model"] = metrics.forecast_metrics(
+        fm.step, (params, ctx), test_x, history=fm.history, horizons=horizons, stride=config.eval.stride,
+        fill=np.zeros(spec.n_neurons, np.float32),
+    )
+    for name, (forecaster, bparams) in fit_baselines(config, exp, train_x).items():
+        # Baselines start from the same frames as the model: skip the model's extra warm-up frames.
+        skip = fm.history - forecaster.history
+        forecast[name] = metrics.forecast_metrics(
+            forecaster.step, bparams, test_x[skip:], history=forecaster.history, horizons=horizons,
+            stride=config.eval.stride,
+        )
+    results: dict[str, Any] = {
+        "forecast": {name: {k: np.asarray(v).tolist() for k, v in m.items()
+                            if k in ("horizons", "mse", "r2", "r2_median", "n_starts")}
+                     for name, m in forecast.items()},
+    }
+    part = partition(spec, params, inputs, temps)
+    results["partition"] = {"usage": part["usage"].tolist(), "n_filters": spec.n_filters}
+    if exp.truth is not None:
+        results["truth"] = truth_recovery(part, exp.truth, spec.n_filters)
+    results["behaviour"] = behaviour_scores(config, exp, params, ctx, temps)
+    results["beats_all_baselines"] = {
+        str(h): bool(all(forecast["model"]["mse"][k] < m["mse"][k] for n, m in forecast.items() if n != "model"))
+        for k, h in enumerate(horizons)
+    }
+    return results
+
+
+def summary(results: dict[str, Any]) -> str:
+    """A few lines: test R² at horizons 1 and 5 for the model and the best baseline; truth recovery."""
+    fc = results["forecast"]
+    lines = []
+    for h in (1, 5):
+        if h > len(fc["model"]["r2"]):
+            continue
+        best = max((n for n in fc if n != "model"), key=lambda n: fc[n]["r2"][h - 1])
+        lines.append(f"h={h}: model R²={fc['model']['r2'][h - 1]:.3f}, best baseline {best} "
+                     f"R²={fc[best]['r2'][h - 1]:.3f}")
+    if "truth" in results:
+        t = results["truth"]
+        lines.append(f"domain ARI={t['domain_ari']:.3f}, motif accuracy={t['motif_accuracy']:.3f}, "
+                     f"filters used={t['filters_used']} (planted {t['planted_k']})")
+    return "\n".join(lines)

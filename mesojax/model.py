@@ -1,0 +1,371 @@
+r"""The mesoscale model: basis filters applied over a grid of receptive fields, mixed by domain assignment.
+
+One step maps the recent state ``x[t-H+1..t]`` (``[H, N]``) and stimulus ``s[t]`` to ``x̂[t+1]``::
+
+    u[µ,b]      = encode_µb( x[:, members(µ)], a[members(µ), µ, b] )          interface in   [H', M]
+    v[µ,b], r'  = filter_b( [u[µ,b], s[t]], r[µ,b] )                          basis filter   [M]
+    y[µ,b,k]    = decode_µb( v[µ,b], x[t, members(µ)] )                        interface out  [K]
+    x̂[t+1, i]  = Σ_(c,b) a[i,c,b] · y[cand(i,c), b, slot(i,c)]                 domain mixing
+    ŷ_beh[t+1]  = Σ_(µ,b) σ(ρ[µ,b]) · v[µ,b] W_b / L + c                       behaviour readout f*
+
+``H' = H`` (+1 when the synaptic layer adds its drive as an extra channel), ``r`` is each pair's
+recurrent filter state (passed in and returned). The same code is ``vmap``-ped over filters and
+locations; sharding the location axis shards the work.
+
+:func:`rollout` runs the step with ``lax.scan``: teacher-forced (observed values fed back) for the
+first ``n_teacher`` steps, free-running (predictions fed back) after, which is both the multi-step
+training objective and the way to run a fitted model on new stimulus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mesojax import assign, basis, interface, spatial, synapses
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Static sizes and sub-specs (hashable).
+
+    Attributes:
+      n_neurons, n_locations, n_members, n_candidates: N, L, K, C of the spatial tables.
+      n_filters: B.
+      n_ports: M, interface width.
+      history: H frames of input.
+      n_stimulus: S stimulus channels.
+      n_behaviour: Kc continuous behaviour targets.
+      n_modes: number of discrete behaviour modes (0: none).
+      use_synapses: add the connectome drive as an input channel.
+      basis: the filter family (``n_in = M·H' + S``, ``n_out = M``).
+      interface, assign: sub-specs.
+    """
+
+    n_neurons: int
+    n_locations: int
+    n_members: int
+    n_candidates: int
+    n_filters: int
+    n_ports: int
+    history: int
+    n_stimulus: int
+    n_behaviour: int
+    n_modes: int
+    use_synapses: bool
+    basis: basis.BasisSpec
+    interface: interface.InterfaceSpec
+    assign: assign.AssignSpec
+
+    @property
+    def n_channels(self) -> int:
+        return self.history + int(self.use_synapses)
+
+
+def make_spec(
+    *,
+    n_neurons: int,
+    n_locations: int,
+    n_members: int,
+    n_candidates: int,
+    n_features: int,
+    n_filters: int,
+    n_ports: int,
+    history: int = 1,
+    n_stimulus: int = 0,
+    n_behaviour: int = 0,
+    n_modes: int = 0,
+    use_synapses: bool = False,
+    basis_kwargs: dict | None = None,
+    interface_kwargs: dict | None = None,
+    assign_kwargs: dict | None = None,
+) -> ModelSpec:
+    """Build a consistent :class:`ModelSpec` (derives the filter input width)."""
+    n_in = n_ports * (history + int(use_synapses)) + n_stimulus
+    return ModelSpec(
+        n_neurons=n_neurons, n_locations=n_locations, n_members=n_members, n_candidates=n_candidates,
+        n_filters=n_filters, n_ports=n_ports, history=history, n_stimulus=n_stimulus,
+        n_behaviour=n_behaviour, n_modes=n_modes, use_synapses=use_synapses,
+        basis=basis.BasisSpec(n_in=n_in, n_out=n_ports, **(basis_kwargs or {})),
+        interface=interface.InterfaceSpec(
+            n_ports=n_ports, n_features=n_features, n_filters=n_filters, **(interface_kwargs or {})
+        ),
+        assign=assign.AssignSpec(n_filters=n_filters, **(assign_kwargs or {})),
+    )
+
+
+class ModelInputs(NamedTuple):
+    """Static (not trained) arrays: spatial tables, features and synapse endpoints.
+
+    Attributes:
+      assign: :class:`mesojax.assign.AssignInputs` (candidates, members, masks, offsets, features).
+      candidate_slot: ``[N, C]`` slot of the neuron in ``members[cand]``.
+      member_features: ``[L, K, F]`` features of every sphere slot (for the port embedding).
+      syn_pre, syn_post: ``[E]`` synapse endpoints (``[0]`` without the synaptic layer).
+    """
+
+    assign: assign.AssignInputs
+    candidate_slot: jax.Array
+    member_features: jax.Array
+    syn_pre: jax.Array
+    syn_post: jax.Array
+
+
+def build_inputs(
+    tables: spatial.SpatialTables,
+    neuron_features: np.ndarray,
+    cell_type: np.ndarray,
+    *,
+    syn_pre: np.ndarray | None = None,
+    syn_post: np.ndarray | None = None,
+    cell_types: tuple[str, ...] | None = None,
+) -> ModelInputs:
+    """Assemble :class:`ModelInputs` from spatial tables and per-neuron features (host side, once).
+
+    Member features (the interface's port embedding input) are, per sphere slot: the offset from the
+    centre in radii ``[3]``, the one-hot cell type ``[T]`` and the standardised neuron features ``[F]``;
+    the assignment network reads ``[one-hot type, features]`` per neuron.
+
+    Args:
+      tables: from :func:`mesojax.spatial.build_tables`.
+      neuron_features: ``[N, F]`` standardised (e.g. :func:`mesojax.features.standardize`).
+      cell_type: ``[N]`` str.
+      syn_pre, syn_post: ``[E]`` synapse endpoints for the synaptic layer (None: no synapses).
+      cell_types: the vocabulary of types (default: sorted unique of `cell_type`), fixed across data
+        sets when a basis is transferred.
+
+    Returns:
+      :class:`ModelInputs` of jax arrays.
+    """
+    cell_type = np.asarray(cell_type).astype(str)
+    vocab = tuple(sorted(set(cell_type.tolist()))) if cell_types is None else tuple(cell_types)
+    onehot = (cell_type[:, None] == np.asarray(vocab)[None, :]).astype(np.float32)  # [N, T]
+    per_neuron = np.concatenate([onehot, np.asarray(neuron_features, np.float32)], axis=1)
+    mask = tables.member_mask[..., None]
+    member_features = np.where(
+        mask, np.concatenate([tables.member_offset, per_neuron[tables.members]], axis=-1), 0.0
+    ).astype(np.float32)
+    candidate_offset = tables.member_offset[tables.candidates, tables.candidate_slot]
+    candidate_offset = np.where(tables.candidate_mask[..., None], candidate_offset, 0.0)
+    ai = assign.AssignInputs(
+        candidates=jnp.asarray(tables.candidates, jnp.int32),
+        candidate_mask=jnp.asarray(tables.candidate_mask),
+        candidate_offset=jnp.asarray(candidate_offset, jnp.float32),
+        neuron_features=jnp.asarray(per_neuron),
+        members=jnp.asarray(tables.members, jnp.int32),
+        member_mask=jnp.asarray(tables.member_mask),
+    )
+    empty = np.zeros((0,), np.int32)
+    return ModelInputs(
+        assign=ai,
+        candidate_slot=jnp.asarray(tables.candidate_slot, jnp.int32),
+        member_features=jnp.asarray(member_features),
+        syn_pre=jnp.asarray(empty if syn_pre is None else syn_pre, jnp.int32),
+        syn_post=jnp.asarray(empty if syn_post is None else syn_post, jnp.int32),
+    )
+
+
+class Readout(NamedTuple):
+    """Behaviour readout f*: pair weights ``ρ [L,B]`` (σ(ρ) ∈ [0,1]), per-filter maps ``[B,M,Kc]`` and
+    biases; the continuous (``w_beh``, ``b_beh``) and mode (``w_mode``, ``b_mode``) heads are None when
+    there is nothing to predict."""
+
+    pair_logit: jax.Array
+    w_beh: jax.Array
+    b_beh: jax.Array
+    w_mode: jax.Array
+    b_mode: jax.Array
+
+
+class Params(NamedTuple):
+    """All trainable parameters, grouped for the optimiser."""
+
+    basis: basis.Params
+    arch: basis.Arch
+    interface: interface.InterfaceParams
+    assign: assign.AssignParams
+    synapses: synapses.SynapseParams | None
+    readout: Readout
+
+
+class Temperatures(NamedTuple):
+    """Switch temperatures: filter architecture, domain assignment, interface ports."""
+
+    arch: jax.Array
+    assign: jax.Array
+    ports: jax.Array
+
+
+class Step(NamedTuple):
+    """Everything one step produces (leaves carry a leading time axis after :func:`rollout`).
+
+    Attributes:
+      x_next: ``[N]`` predicted next state.
+      pair_pred: ``[L, B, K]`` each pair's prediction of its sphere's members (for the local loss).
+      behaviour: ``[Kc]`` predicted continuous behaviour at t+1.
+      mode_logits: ``[n_modes]``.
+    """
+
+    x_next: jax.Array
+    pair_pred: jax.Array
+    behaviour: jax.Array
+    mode_logits: jax.Array
+
+
+def init(
+    key: jax.Array,
+    spec: ModelSpec,
+    inputs: ModelInputs,
+    *,
+    syn_strength: np.ndarray | None = None,
+    syn_sign: np.ndarray | None = None,
+) -> Params:
+    """Initial parameters (see each component's ``init``)."""
+    k_basis, k_iface, k_assign, k_beh, k_mode = jax.random.split(key, 5)
+    bank = basis.make_bank(spec.basis)
+    basis_params, arch = bank.init(k_basis, spec.n_filters)
+    b, m = spec.n_filters, spec.n_ports
+    # Absent components are None (an empty pytree), never zero-size arrays, which checkpoints reject.
+    readout = Readout(
+        pair_logit=jnp.zeros((spec.n_locations, b), jnp.float32),
+        w_beh=0.01 * jax.random.normal(k_beh, (b, m, spec.n_behaviour)) if spec.n_behaviour else None,
+        b_beh=jnp.zeros((spec.n_behaviour,), jnp.float32) if spec.n_behaviour else None,
+        w_mode=0.01 * jax.random.normal(k_mode, (b, m, spec.n_modes)) if spec.n_modes else None,
+        b_mode=jnp.zeros((spec.n_modes,), jnp.float32) if spec.n_modes else None,
+    )
+    syn = (
+        synapses.init(np.asarray(inputs.syn_pre), np.asarray(inputs.syn_post), spec.n_neurons, syn_strength,
+                      syn_sign)
+        if spec.use_synapses
+        else None
+    )
+    return Params(
+        basis=basis_params,
+        arch=arch,
+        interface=interface.init(k_iface, spec.interface, spec.n_locations, spec.n_members),
+        assign=assign.init(k_assign, spec.assign, inputs.assign, spec.n_locations),
+        synapses=syn,
+        readout=readout,
+    )
+
+
+def init_state(spec: ModelSpec) -> jax.Array:
+    """Zero recurrent filter state ``[L, B, state_dim]``."""
+    return jnp.zeros((spec.n_locations, spec.n_filters, spec.basis.state_dim), jnp.float32)
+
+
+class Context(NamedTuple):
+    """Per-batch quantities that do not change over time steps: assignment and port maps."""
+
+    a: jax.Array  # [N, C, B]
+    member_weight: jax.Array  # [L, K, B]: assignment of each sphere slot's neuron to (µ, b)
+    port_maps: jax.Array  # [L, B, K, M]
+
+
+def context(spec: ModelSpec, params: Params, inputs: ModelInputs, temps: Temperatures) -> Context:
+    """Assignment ``a``, the per-slot selection weights and the interface port maps."""
+    ai = inputs.assign
+    a = assign.assignment(spec.assign, params.assign, ai, temps.assign)
+    # Scatter a[i, c, b] to the sphere slot (cand[i,c], slot[i,c]): the inverse of the candidate table.
+    weight = jnp.zeros((spec.n_locations, spec.n_members, spec.n_filters), a.dtype)
+    weight = weight.at[ai.candidates, inputs.candidate_slot].add(a * ai.candidate_mask[..., None])
+    weight = weight * ai.member_mask[..., None]
+    ports = interface.ports(spec.interface, params.interface, inputs.member_features, temps.ports)
+    return Context(a, weight, ports)
+
+
+def step(
+    spec: ModelSpec,
+    params: Params,
+    inputs: ModelInputs,
+    ctx: Context,
+    x_hist: jax.Array,
+    stimulus: jax.Array,
+    state: jax.Array,
+    temps: Temperatures,
+) -> tuple[Step, jax.Array]:
+    """One model step for the whole circuit.
+
+    Args:
+      x_hist: ``[H, N]`` recent states, oldest first (no NaN: fill missing values before).
+      stimulus: ``[S]`` stimulus at t.
+      state: ``[L, B, state_dim]`` recurrent filter states.
+
+    Returns:
+      ``(Step, new_state)``.
+    """
+    ai = inputs.assign
+    channels = x_hist
+    if spec.use_synapses:
+        d = synapses.drive(params.synapses, inputs.syn_pre, inputs.syn_post, x_hist[-1], spec.n_neurons)
+        channels = jnp.concatenate([x_hist, d[None]], axis=0)
+    xm = jnp.take(channels, ai.members, axis=1, mode="clip")  # [H', L, K]
+    xm = jnp.moveaxis(xm, 1, 0)  # [L, H', K]
+    x_last = jnp.take(x_hist[-1], ai.members, axis=0, mode="clip")  # [L, K]
+    bank = basis.make_bank(spec.basis)
+
+    def pair(basis_p, arch_p, pp, port_map, weight, xm_l, x_last_l, r):
+        u = interface.encode(pp, port_map, xm_l, weight).reshape(-1)
+        u = jnp.concatenate([u, stimulus])
+        v, r = bank.apply(basis_p, arch_p, u, r, temperature=temps.arch)
+        return interface.decode(pp, port_map, v, x_last_l), v, r
+
+    over_filters = jax.vmap(pair, in_axes=(0, 0, 0, 0, 1, None, None, 0))  # weight is [K, B]
+    over_locations = jax.vmap(over_filters, in_axes=(None, None, 0, 0, 0, 0, 0, 0))
+    y, v, new_state = over_locations(
+        params.basis, params.arch, params.interface.pairs, ctx.port_maps, ctx.member_weight, xm, x_last, state
+    )  # y [L, B, K], v [L, B, M]
+
+    # Mix: x̂[i] = Σ_(c,b) a[i,c,b] y[cand(i,c), b, slot(i,c)]; neurons without candidates persist.
+    y_nc = jnp.moveaxis(y, 1, 2)[ai.candidates, inputs.candidate_slot]  # [N, C, B]
+    has = ai.candidate_mask.any(-1)
+    x_next = jnp.where(has, jnp.sum(ctx.a * y_nc, axis=(1, 2)), x_hist[-1])
+
+    ro = params.readout
+    gate = jax.nn.sigmoid(ro.pair_logit)[..., None]  # [L, B, 1]
+    pooled = jnp.sum(gate * v, axis=0) / spec.n_locations  # [B, M]
+    behaviour = (jnp.einsum("bm,bmk->k", pooled, ro.w_beh) + ro.b_beh) if spec.n_behaviour else jnp.zeros((0,))
+    mode_logits = (jnp.einsum("bm,bmk->k", pooled, ro.w_mode) + ro.b_mode) if spec.n_modes else jnp.zeros((0,))
+    return Step(x_next, y, behaviour, mode_logits), new_state
+
+
+def rollout(
+    spec: ModelSpec,
+    params: Params,
+    inputs: ModelInputs,
+    ctx: Context,
+    x: jax.Array,
+    stimulus: jax.Array,
+    temps: Temperatures,
+    *,
+    n_teacher: int,
+    state: jax.Array | None = None,
+) -> tuple[Step, jax.Array]:
+    """Run the model over a window with ``lax.scan``.
+
+    Args:
+      x: ``[H + R, N]`` observed window (NaN-free); the first H frames seed the history, frames
+        ``H..H+R-1`` are the targets (and are fed back during the first `n_teacher` steps).
+      stimulus: ``[H + R, S]``; step r reads ``stimulus[H - 1 + r]`` (the stimulus at its current time).
+      n_teacher: number of teacher-forced steps (0: free-running from the start).
+      state: initial recurrent state (default zeros).
+
+    Returns:
+      ``(Step with a leading [R] axis, final state)``; ``x_next[r]`` predicts ``x[H + r]``.
+    """
+    h = spec.history
+    n_steps = x.shape[0] - h
+    state = init_state(spec) if state is None else state
+
+    def body(carry, r):
+        hist, st = carry
+        out, st = step(spec, params, inputs, ctx, hist, stimulus[h - 1 + r], st, temps)
+        fed = jnp.where(r < n_teacher, x[h + r], out.x_next)
+        return (jnp.concatenate([hist[1:], fed[None]], axis=0), st), out
+
+    (_, state), outs = jax.lax.scan(body, (x[:h], state), jnp.arange(n_steps))
+    return outs, state

@@ -1,0 +1,257 @@
+"""Training: setup, data, state, step, checkpoint, loop.
+
+``run(config, workdir)`` fits a mesoscale model and writes everything into `workdir`:
+``checkpoints/`` (orbax; an interrupted run resumes at its latest step with the same batches),
+``metrics.jsonl`` (one line per logged step, every loss term separately), and, after training, the
+evaluation and report files (see :mod:`mesojax.evaluate`, :mod:`mesojax.report`).
+
+Devices: a ``jax.sharding.Mesh`` with axes ``("data", "space")``. Batches of time windows are split
+along ``data``; every array with a leading location axis (tables, per-pair parameters) along ``space``.
+The same code runs on one CPU, one GPU or many devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from mesojax import checkpoint, evaluate, features, losses, model, optim, report, spatial
+from mesojax.data import Connectome, Recording, synthetic, windows
+
+# ----------------------------------------------------------------------------------------------- setup
+
+
+def make_mesh(space: int = 1, devices: list | None = None) -> Mesh:
+    """A ``(data, space)`` mesh over `devices` (default: all); `space` devices share the location axis."""
+    devices = jax.devices() if devices is None else list(devices)
+    if space < 1 or len(devices) % space:
+        raise ValueError(f"mesh config: field 'space' = {space} must divide the device count {len(devices)}")
+    return Mesh(np.asarray(devices).reshape(len(devices) // space, space), ("data", "space"))
+
+
+def shard_locations(tree: Any, mesh: Mesh, n_locations: int) -> Any:
+    """Place arrays with a leading axis of length `n_locations` split along ``space``; replicate the rest."""
+
+    def place(x):
+        x = jnp.asarray(x)
+        spec = P("space") if x.ndim and x.shape[0] == n_locations else P()
+        return jax.device_put(x, NamedSharding(mesh, spec))
+
+    return jax.tree.map(place, tree)
+
+
+def shard_batch(batch: windows.Batch, mesh: Mesh) -> windows.Batch:
+    """Split the window axis of a host batch along ``data``."""
+    return jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, P("data"))), batch)
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Experiment:
+    """Everything fixed before training: data, splits, spatial tables, features, model spec and inputs."""
+
+    connectome: Connectome
+    recording: Recording
+    truth: Any  # synthetic.GroundTruth for phantoms, else None
+    segments: dict[str, tuple[int, int]]
+    norm: windows.Normalizer
+    grid: spatial.Grid
+    tables: spatial.SpatialTables
+    feature_names: tuple[str, ...]
+    spec: model.ModelSpec
+    inputs: model.ModelInputs
+
+
+def load_data(cfg: ml_collections.ConfigDict) -> tuple[Connectome, Recording, Any]:
+    """The configured data source as ``(connectome, recording registered 1:1 to it, truth or None)``."""
+    if cfg.source == "phantom":
+        phantom = synthetic.make_phantom(synthetic.preset(cfg.preset, seed=cfg.seed, **dict(cfg.overrides)))
+        return phantom.circuit.connectome, phantom.recording, phantom.truth
+    raise ValueError(f"data config: field 'source' = {cfg.source!r} is not one of ('phantom',)")
+
+
+def prepare(config: ml_collections.ConfigDict, mesh: Mesh) -> Experiment:
+    """Load data, split time, normalise, build the grid, tables and features, and the model inputs."""
+    connectome, recording, truth = load_data(config.data)
+    segments = windows.split_time(recording.n_timesteps, tuple(config.data.split))
+    norm = windows.fit_normalizer(recording, segments["train"])
+    grid_spec = spatial.GridSpec(
+        diameter_um=config.grid.diameter_um,
+        stride_um=config.grid.stride_um,
+        origin=tuple(config.grid.origin) if config.grid.origin is not None else None,
+        location_multiple=mesh.shape["space"],
+    )
+    grid = spatial.build_grid(connectome.xyz, grid_spec, source=connectome.source)
+    tables = spatial.build_tables(connectome.xyz, grid, pre=connectome.pre, post=connectome.post,
+                                  source=connectome.source)
+    raw, names = features.connectome_features(connectome, motifs=config.features.motifs,
+                                              max_dim=config.features.max_dim)
+    use_syn = config.model.use_synapses
+    inputs = model.build_inputs(
+        tables, features.standardize(np.log1p(np.maximum(raw, 0.0))), connectome.cell_type,
+        syn_pre=connectome.pre if use_syn else None, syn_post=connectome.post if use_syn else None,
+    )
+    n_beh = 0 if recording.behaviour is None else recording.behaviour.shape[1]
+    n_modes = len(recording.mode_names) if recording.modes is not None else 0
+    n_stim = 0 if recording.stimulus is None else recording.stimulus.shape[1]
+    mc = config.model
+    spec = model.make_spec(
+        n_neurons=connectome.n_neurons, n_locations=tables.members.shape[0], n_members=tables.members.shape[1],
+        n_candidates=tables.candidates.shape[1], n_features=inputs.member_features.shape[-1],
+        n_filters=mc.n_filters, n_ports=mc.n_ports, history=mc.history, n_stimulus=n_stim,
+        n_behaviour=n_beh, n_modes=n_modes, use_synapses=use_syn,
+        basis_kwargs=dict(mc.basis), interface_kwargs=dict(mc.interface), assign_kwargs=dict(mc.assign),
+    )
+    return Experiment(connectome, recording, truth, segments, norm, grid, tables, names, spec, inputs)
+
+
+# ----------------------------------------------------------------------------------------------- state
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training (a pytree; checkpointed whole)."""
+
+    step: jax.Array
+    params: model.Params
+    opt_state: Any
+
+
+def init_state(config: ml_collections.ConfigDict, exp: Experiment, optimizer: optax.GradientTransformation) -> TrainState:
+    """Fresh parameters and optimiser state from ``config.seed``."""
+    params = model.init(jax.random.key(config.seed), exp.spec, exp.inputs)
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+
+
+# ------------------------------------------------------------------------------------------------ step
+
+
+def make_train_step(
+    config: ml_collections.ConfigDict, exp: Experiment, optimizer: optax.GradientTransformation
+) -> Callable[[TrainState, windows.Batch], tuple[TrainState, dict]]:
+    """``train_step(state, batch) -> (state, metrics)``: pure, jitted, state donated."""
+    weights = losses.Weights(**config.loss)
+    n_teacher = config.train.n_teacher
+
+    def step_fn(state: TrainState, batch: windows.Batch, inputs: model.ModelInputs):
+        temps = optim.temperatures(config.anneal, state.step)
+        grad_fn = jax.value_and_grad(losses.loss_fn, has_aux=True)
+        (_, metrics), grads = grad_fn(state.params, batch, exp.spec, inputs, weights, temps, n_teacher)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads), tau_arch=temps.arch,
+                       tau_assign=temps.assign)
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    jitted = jax.jit(step_fn, donate_argnums=0)
+    return lambda state, batch: jitted(state, batch, exp.inputs)
+
+
+# ------------------------------------------------------------------------------------------ checkpoint
+
+
+def restore_or_init(
+    ckpt: checkpoint.Checkpointer, fresh: TrainState
+) -> tuple[TrainState, bool]:
+    """The latest checkpoint restored into the layout of `fresh`, or `fresh` itself."""
+    if ckpt.latest_step() is None:
+        return fresh, False
+    state, record = ckpt.restore(fresh)
+    logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
+    return state, True
+
+
+# ------------------------------------------------------------------------------------------------ loop
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+def _log_line(step: int, total: int, metrics: dict, rate: float) -> str:
+    eta = (total - step) / rate if rate > 0 else float("nan")
+    terms = " ".join(f"{k}={metrics[k]:.4g}" for k in ("loss", *losses.TERMS) if k in metrics)
+    return (f"step {step}/{total} {terms} filters_used={int(metrics['filters_used'])} "
+            f"[{rate:.1f} steps/s, eta {eta:.0f}s]")
+
+
+def _truncate_metrics(path: str, last_step: int) -> None:
+    """Keep only the logged lines up to `last_step` (steps after the checkpoint are about to be redone)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.writelines(keep)
+    os.replace(tmp, path)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | None = None,
+          mesh: Mesh | None = None) -> tuple[Experiment, TrainState]:
+    """Train (or resume) and return the experiment and the final state; writes checkpoints and metrics."""
+    os.makedirs(workdir, exist_ok=True)
+    mesh = make_mesh(config.mesh.space) if mesh is None else mesh
+    exp = prepare(config, mesh) if exp is None else exp
+    exp = dataclasses.replace(exp, inputs=shard_locations(exp.inputs, mesh, exp.spec.n_locations))
+    tc = config.train
+    if tc.batch_windows % mesh.shape["data"]:
+        raise ValueError(f"train config: field 'batch_windows' = {tc.batch_windows} must be a multiple of "
+                         f"the data-parallel device count {mesh.shape['data']}")
+    optimizer = optim.make_optimizer(config.optim)
+    fresh = shard_locations(init_state(config, exp, optimizer), mesh, exp.spec.n_locations)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
+    state, _ = restore_or_init(ckpt, fresh)
+    train_step = make_train_step(config, exp, optimizer)
+    length = exp.spec.history + tc.rollout
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    start = int(state.step)
+    _truncate_metrics(metrics_path, start)
+    t_last, s_last = time.time(), start
+    with open(metrics_path, "a") as log:
+        for step in range(start, tc.steps):
+            batch = windows.sample_batch(exp.recording, exp.norm, exp.segments["train"], length=length,
+                                         n_windows=tc.batch_windows, seed=config.seed, step=step)
+            state, metrics = train_step(state, shard_batch(batch, mesh))
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                ckpt.close()
+                raise NonFiniteLossError(
+                    f"non-finite loss {loss} at step {step}; terms: "
+                    + ", ".join(f"{k}={float(metrics[k]):.4g}" for k in losses.TERMS)
+                    + f". Last good checkpoint: step {ckpt.latest_step()} in {ckpt.directory}. "
+                    "Lower optim.learning_rate or optim.clip_norm, or check the data for extreme values."
+                )
+            done = step + 1
+            if done % tc.log_every == 0 or done == tc.steps:
+                host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                rate = (done - s_last) / max(time.time() - t_last, 1e-9)
+                t_last, s_last = time.time(), done
+                log.write(json.dumps({"step": done, **host}) + "\n")
+                log.flush()
+                logging.info("%s", _log_line(done, tc.steps, host, rate))
+            if done % tc.checkpoint_every == 0 or done == tc.steps:
+                ckpt.save(done, state, {"step": done})
+    ckpt.close()
+    return exp, state
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Train, evaluate and write the report; returns the evaluation metrics."""
+    exp, state = train(config, workdir)
+    results = evaluate.evaluate(config, exp, state.params)
+    report.write(workdir, config, exp, state.params, results)
+    return results

@@ -1,0 +1,28 @@
+"""Fit a mesoscale model: train, evaluate and write the outputs into --workdir.
+
+    python scripts/train.py --config configs/phantom.py --workdir runs/phantom
+    python scripts/train.py --config configs/phantom_tiny.py --config.train.steps=50 --workdir /tmp/t
+
+An interrupted run started again with the same --workdir resumes from its latest checkpoint.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from mesojax import evaluate, train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and outputs.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.INFO)
+    results = train.run(_CONFIG.value, _WORKDIR.value)
+    logging.info("wrote %s; summary: %s", _WORKDIR.value, evaluate.summary(results))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,40 @@
+"""Shared pytest setup: force several host CPU devices so sharding code paths are exercised."""
+
+import os
+
+# Must happen before jax is imported anywhere in the test session.
+_N_DEVICES = 4
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={_N_DEVICES}"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pathlib
+import tempfile
+
+import jax
+import pytest
+
+# Identical computations built from fresh closures (each training run makes its own jitted step) are
+# compiled once per session: the persistent cache keys on the program, not on the Python function.
+jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="mesojax-jax-cache-"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def n_devices() -> int:
+    import jax
+
+    return jax.device_count()
+
+
+@pytest.fixture(scope="session")
+def celegans_dir() -> pathlib.Path:
+    """The real C. elegans data directory beside the repository; skips when ../shared is absent."""
+    path = SHARED_DATA / "celegans"
+    if not path.is_dir():
+        pytest.skip(f"real C. elegans data not found at {path} (../shared is absent)")
+    return path

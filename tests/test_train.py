@@ -1,0 +1,146 @@
+"""End-to-end tests of training: the tiny config, resume, sharding, non-finite losses, and the script."""
+
+import csv
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from mesojax import losses, train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_config(name: str, **overrides):
+    spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config()
+    with cfg.unlocked():
+        for key, value in overrides.items():
+            node = cfg
+            *path, leaf = key.split(".")
+            for part in path:
+                node = node[part]
+            node[leaf] = value
+    return cfg
+
+
+def short(steps: int, **kw):
+    return load_config("phantom_tiny", **{"train.steps": steps, "optim.total_steps": steps,
+                                          "anneal.steps": steps, "train.checkpoint_every": 3,
+                                          "train.log_every": 1, **kw})
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    cfg = short(6)
+    results = train.run(cfg, str(workdir))
+    return cfg, workdir, results
+
+
+def test_end_to_end_tiny_writes_every_output(tiny_run):
+    cfg, workdir, results = tiny_run
+    for name in ("partition.csv", "motif_map.json", "filters.txt", "metrics.json", "metrics.jsonl"):
+        assert (workdir / name).stat().st_size > 0, name
+    for name in ("domains_3d.png", "filter_usage.png", "forecast.png", "traces.png"):
+        assert (workdir / "figures" / name).read_bytes()[:4] == b"\x89PNG", name
+    rows = list(csv.DictReader(open(workdir / "partition.csv")))
+    assert len(rows) == train.load_data(cfg.data)[0].n_neurons
+    assert {"neuron_id", "location", "filter", "confidence", "true_instance", "true_motif"} <= set(rows[0])
+    assert all(0 <= int(r["filter"]) < cfg.model.n_filters for r in rows)
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    for name in ("model", *cfg.eval.baselines):
+        assert len(metrics["forecast"][name]["r2"]) == cfg.eval.horizons
+        assert np.isfinite(metrics["forecast"][name]["mse"]).all()
+    truth = metrics["truth"]
+    assert -1.0 <= truth["domain_ari"] <= 1.0 and truth["planted_k"] == 4
+    assert len(metrics["filters"]) == cfg.model.n_filters
+    logged = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    assert [m["step"] for m in logged] == list(range(1, 7))
+    assert set(losses.TERMS) <= set(logged[0])
+    assert "h=1: model R²=" in train.evaluate.summary(results)
+
+
+@pytest.mark.parametrize("name", ["phantom", "phantom_tiny"])
+def test_every_config_trains_on_tiny_data(tmp_path, name):
+    """Each shipped config runs end to end (on the tiny phantom, for a few steps)."""
+    cfg = load_config(name, **{"data.preset": "tiny", "train.steps": 2, "optim.total_steps": 2,
+                               "anneal.steps": 2, "optim.warmup_steps": 1, "train.log_every": 1})
+    exp, state = train.train(cfg, str(tmp_path))
+    assert int(state.step) == 2
+    assert exp.spec.n_filters == cfg.model.n_filters
+    assert (tmp_path / "checkpoints").is_dir()
+
+
+def _params(state):
+    return jax.tree.map(np.asarray, jax.device_get(state.params))
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
+    _, straight = train.train(short(6), str(tmp_path / "straight"))
+    real_sample = train.windows.sample_batch
+
+    def interrupt_at_step_4(*args, step, **kwargs):
+        if step == 4:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_sample(*args, step=step, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(train.windows, "sample_batch", interrupt_at_step_4)
+        with pytest.raises(KeyboardInterrupt):
+            train.train(short(6), str(tmp_path / "resumed"))  # checkpointed at step 3, dies in step 5
+    _, resumed = train.train(short(6), str(tmp_path / "resumed"))
+    assert int(resumed.step) == 6
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 _params(straight), _params(resumed))
+    logged = [json.loads(line)["step"] for line in open(tmp_path / "resumed" / "metrics.jsonl")]
+    assert logged == [1, 2, 3, 4, 5, 6]  # the lost step 4 is logged once, after the restart
+
+
+def test_sharded_training_matches_one_device(tmp_path, n_devices):
+    assert n_devices >= 4
+    cfg = short(3, **{"mesh.space": 2})
+    one = train.make_mesh(1, jax.devices()[:1])
+    many = train.make_mesh(2, jax.devices()[:4])
+    exp, single = train.train(cfg, str(tmp_path / "one"), mesh=one)
+    exp4, sharded = train.train(cfg, str(tmp_path / "many"), mesh=many)
+    leaf = exp4.inputs.assign.members
+    assert len(leaf.sharding.device_set) == 4 and leaf.sharding.spec[0] == "space"
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
+                 _params(single), _params(sharded))
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
+    real = losses.loss_fn
+
+    def poisoned(*args, **kwargs):
+        loss, metrics = real(*args, **kwargs)
+        return loss * np.nan, dict(metrics, loss=loss * np.nan)
+
+    monkeypatch.setattr(losses, "loss_fn", poisoned)
+    with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss nan at step 0; terms: prediction="):
+        train.train(short(3), str(tmp_path))
+
+
+def test_bad_batch_size_for_the_mesh_is_rejected(tmp_path):
+    cfg = short(2, **{"train.batch_windows": 3})
+    with pytest.raises(ValueError, match="batch_windows"):
+        train.train(cfg, str(tmp_path), mesh=train.make_mesh(1, jax.devices()[:2]))
+
+
+def test_script_runs_and_rejects_unknown_overrides(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), "--config", str(REPO / "configs" / "phantom_tiny.py"),
+         "--config.train.nonsense=1", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert bad.returncode != 0 and "nonsense" in bad.stderr
