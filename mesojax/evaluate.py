@@ -42,28 +42,34 @@ def final_temperatures(config: ml_collections.ConfigDict) -> model.Temperatures:
     return optim.temperatures(config.anneal, config.train.steps)
 
 
-def model_forecaster(
-    spec: model.ModelSpec, inputs: model.ModelInputs, temps: model.Temperatures, warmup: int
-) -> baselines.Forecaster:
-    """The fitted model as a :class:`mesojax.baselines.Forecaster` over windows of ``warmup + H`` frames.
+def model_rollout(spec: model.ModelSpec, params: tuple, window: jax.Array, exog: jax.Array,
+                  n_steps: int) -> jax.Array:
+    """Forecast `n_steps` frames after `window` with the fitted model (a :func:`metrics.forecast_metrics` rollout).
 
-    Its params are ``(model params, context)`` so the assignment and port maps are computed once.
+    The window (``warmup + H`` observed frames) is fed teacher-forced, building the recurrent filter
+    state from zero; the forecast then runs free, with the recorded stimulus.
+
+    Args:
+      spec: the model spec (the static ``step`` argument of :func:`metrics.forecast_metrics`).
+      params: ``(model params, context, inputs, temperatures)``.
+      window: ``[W, N]`` observed frames.
+      exog: ``[W + n_steps, S]`` stimulus.
+
+    Returns:
+      ``[n_steps, N]`` predictions of the frames after the window.
     """
-    h = spec.history
-
-    def step(p, history):
-        params, ctx = p
-        x = jnp.concatenate([history, history[-1:]], axis=0)  # the last frame is a placeholder target
-        outs, _ = model.rollout(spec, params, inputs, ctx, x, _no_stimulus(spec, x), temps,
-                                n_teacher=x.shape[0] - h)
-        return outs.x_next[-1]
-
-    return baselines.Forecaster("model", lambda traces: None, step, warmup + h)
+    model_params, ctx, inputs, temps = params
+    x = jnp.concatenate([window, jnp.zeros((n_steps, window.shape[1]), window.dtype)], axis=0)
+    outs, _ = model.rollout(spec, model_params, inputs, ctx, x, exog, temps,
+                            n_teacher=window.shape[0] - spec.history)
+    return outs.x_next[-n_steps:]
 
 
-def _no_stimulus(spec: model.ModelSpec, x: jax.Array) -> jax.Array:
-    # Forecast windows carry no stimulus channel; the model sees zeros (the training mean is near 0).
-    return jnp.zeros((x.shape[0], spec.n_stimulus), jnp.float32)
+def stimulus(exp: Any, segment: str) -> np.ndarray:
+    """The stimulus over a time segment ``[T_seg, S]`` (``S = 0`` without stimulus)."""
+    t0, t1 = exp.segments[segment]
+    rec = exp.recording
+    return (rec.stimulus[t0:t1] if rec.stimulus is not None else np.zeros((t1 - t0, 0))).astype(np.float32)
 
 
 def connectome_mask(exp: Any) -> np.ndarray:
@@ -159,15 +165,16 @@ def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params) 
     test_x = normalised_traces(exp, "test")
     train_x = normalised_traces(exp, "train")
     horizons = range(1, config.eval.horizons + 1)
-    forecast = {}
-    fm = model_forecaster(spec, inputs, temps, config.eval.warmup)
-    forecast["model"] = metrics.forecast_metrics(
-        fm.step, (params, ctx), test_x, history=fm.history, horizons=horizons, stride=config.eval.stride,
+    window = config.eval.warmup + spec.history
+    # Missing inputs are filled with 0 (the training mean in normalised units); NaN targets are masked.
+    forecast = {"model": metrics.forecast_metrics(
+        spec, (params, ctx, inputs, temps), test_x, history=window, horizons=horizons,
+        stride=config.eval.stride, exog=stimulus(exp, "test"), rollout=model_rollout,
         fill=np.zeros(spec.n_neurons, np.float32),
-    )
+    )}
     for name, (forecaster, bparams) in fit_baselines(config, exp, train_x).items():
         # Baselines start from the same frames as the model: skip the model's extra warm-up frames.
-        skip = fm.history - forecaster.history
+        skip = window - forecaster.history
         forecast[name] = metrics.forecast_metrics(
             forecaster.step, bparams, test_x[skip:], history=forecaster.history, horizons=horizons,
             stride=config.eval.stride,

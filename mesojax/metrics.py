@@ -112,14 +112,21 @@ def r2_score(y_true: jax.Array, y_pred: jax.Array, *, per_column: bool = False) 
 
 
 # ----------------------------------------------------------------------------- forecasting
-@functools.partial(jax.jit, static_argnames=("step", "n_steps"))
-def _chunk_sums(step, params, windows, targets, weight, shift, n_steps):
+def step_rollout(step: baselines.Step, params: Any, window: jax.Array, exog: jax.Array, n_steps: int) -> jax.Array:
+    """The default rollout of :func:`forecast_metrics`: feed `step`'s predictions back (exog unused)."""
+    del exog
+    return baselines.rollout(step, params, window, n_steps)
+
+
+@functools.partial(jax.jit, static_argnames=("rollout", "step", "n_steps"))
+def _chunk_sums(rollout, step, params, windows, exog, targets, weight, shift, n_steps):
     """Roll out every window of a chunk and reduce to per-(horizon, neuron) sums.
 
-    windows ``[C, H, N]``, targets ``[C, n_steps, N]``, weight ``[C]`` bool (padding = False),
-    shift ``[N]``. Returns SSE, count, Σ(y - shift), Σ(y - shift)², each ``[n_steps, N]``.
+    windows ``[C, H, N]``, exog ``[C, H + n_steps, S]``, targets ``[C, n_steps, N]``, weight ``[C]``
+    bool (padding = False), shift ``[N]``. Returns SSE, count, Σ(y - shift), Σ(y - shift)², each
+    ``[n_steps, N]``.
     """
-    preds = jax.vmap(lambda h: baselines.rollout(step, params, h, n_steps))(windows)
+    preds = jax.vmap(lambda h, e: rollout(step, params, h, e, n_steps))(windows, exog)
     ok = jnp.isfinite(targets) & weight[:, None, None]
     y = jnp.where(ok, targets, 0.0)
     # A non-finite prediction of an observed target stays NaN: a diverging model must not look good.
@@ -139,6 +146,8 @@ def forecast_metrics(
     baseline_mean: np.ndarray | None = None,
     fill: np.ndarray | None = None,
     chunk_size: int | None = None,
+    exog: Any = None,
+    rollout: Any = step_rollout,
 ) -> dict[str, np.ndarray]:
     """Multi-step forecast MSE and R² per horizon on held-out traces.
 
@@ -157,6 +166,11 @@ def forecast_metrics(
       fill: ``[N]``; if given, NaN inputs are replaced by it before the rollout (the baselines already
         fill with their training mean; a model that cannot take NaN needs this).
       chunk_size: starts rolled out at once (default: bounded by ~16M predicted values).
+      exog: exogenous input aligned with `traces` (``[T, S]`` or a list like `traces`, e.g. stimulus),
+        handed to `rollout` as the ``[H + h_max, S]`` slice around each start; None: ``S = 0``.
+      rollout: ``rollout(step, params, window [H, N], exog [H + h_max, S], n_steps) -> [n_steps, N]``,
+        a module-level function (default :func:`step_rollout`); a model with recurrent state or
+        exogenous input supplies its own, with any hashable `step` (e.g. its static spec).
 
     Returns:
       dict of numpy arrays: ``horizons [K]``, ``mse [K]`` (pooled over neurons and starts), ``r2 [K]``
@@ -194,6 +208,13 @@ def forecast_metrics(
             f"no recording has the {history + h_max} frames needed (history + max horizon)",
         )
     ally = np.concatenate(xs)  # targets are never filled: NaN targets are masked instead
+    if exog is None:
+        allz = np.zeros((len(ally), 0), np.float32)
+    else:
+        zs = [np.asarray(z, np.float32).reshape(len(z), -1) for z in (exog if isinstance(exog, (list, tuple)) else [exog])]
+        if [len(z) for z in zs] != [len(x) for x in xs]:
+            raise V.ValidationError(src, "exog", None, "exog must have one row per frame of every recording")
+        allz = np.concatenate(zs)
     allx = ally if fill is None else np.where(np.isnan(ally), np.asarray(fill, np.float32), ally)
     shift = np.asarray(baseline_mean if baseline_mean is not None else np.nanmean(ally, 0), np.float64)
     shift = np.where(np.isfinite(shift), shift, 0.0)
@@ -206,18 +227,15 @@ def forecast_metrics(
     acc = [np.zeros((h_max, n), np.float64) for _ in range(4)]
     win_offsets = np.arange(-history + 1, 1)
     tgt_offsets = np.arange(1, h_max + 1)
+    exog_offsets = np.arange(-history + 1, h_max + 1)
     shift32 = jnp.asarray(shift, jnp.float32)
     for c in range(n_chunks):
         sl = slice(c * chunk, (c + 1) * chunk)
         t0 = padded[sl]
         out = _chunk_sums(
-            step,
-            params,
-            jnp.asarray(allx[t0[:, None] + win_offsets]),
-            jnp.asarray(ally[t0[:, None] + tgt_offsets]),
-            jnp.asarray(valid[sl]),
-            shift32,
-            n_steps=h_max,
+            rollout, step, params, jnp.asarray(allx[t0[:, None] + win_offsets]),
+            jnp.asarray(allz[t0[:, None] + exog_offsets]), jnp.asarray(ally[t0[:, None] + tgt_offsets]),
+            jnp.asarray(valid[sl]), shift32, n_steps=h_max,
         )
         for a, o in zip(acc, out):
             a += np.asarray(o, np.float64)
