@@ -3,7 +3,7 @@ r"""Domain assignment: every neuron picks one (location, filter) pair among its 
 For neuron ``i`` with candidate locations ``µ = cand[i,c]`` (the spheres that hold it) and filters
 ``b``, the assignment is a gated softmax (§4.8, Supplement A)::
 
-    ℓ[i,c,b] = θ[i,c,b] + g_ψ(i, c)[b] + log σ(ω[µ,b])
+    ℓ[i,c,b] = θ[i,c,b] + g_ψ(i, c)[b] + φ[µ,b] + log σ(ω[µ,b])
     a[i,c,b] = softmax_{(c,b) valid}( ℓ[i,c,b] / τ )
 
 * ``θ`` are free per-(neuron, pair) parameters, initialised with a spatial prior ``-κ‖(x_i - µ)/r‖²``
@@ -18,6 +18,9 @@ For neuron ``i`` with candidate locations ``µ = cand[i,c]`` (the spheres that h
   - ``"free"``: no network, ``g = 0``;
 
   with ``δ_iµ = (x_i - µ)/r`` the neuron's offset from the sphere centre;
+* ``φ[µ,b]`` are pair *claims*, shared by every neuron of sphere µ: the gradient of all members
+  accumulates on them, so a pair that explains a whole module claims all of its neurons together (a
+  per-neuron θ alone lets neighbouring spheres split a module between them);
 * ``ω[µ,b]`` are pair gates: a closed gate removes a pair from every neuron's choice;
 * the temperature ``τ`` is annealed towards zero so assignments become one-hot.
 
@@ -57,7 +60,8 @@ class AssignSpec:
       network: "free", "gather_scatter" (Supplement A eq. 6–7) or "composite" (eq. 8).
       hidden: width of the network's hidden layers.
       distance_prior: κ of the initial spatial prior on θ.
-      init_noise: std of the noise added to θ at init (breaks filter symmetry).
+      init_noise: std of the noise added to θ at init.
+      claim_noise: std of the pair claims φ at init (breaks the symmetry between filters per sphere).
       gate_init: initial pair-gate logit ω (positive: open).
     """
 
@@ -66,6 +70,7 @@ class AssignSpec:
     hidden: int = 32
     distance_prior: float = 2.0
     init_noise: float = 0.1
+    claim_noise: float = 0.5
     gate_init: float = 3.0
 
     def __post_init__(self):
@@ -94,9 +99,10 @@ class AssignInputs(NamedTuple):
 
 
 class AssignParams(NamedTuple):
-    """Free logits ``θ [N,C,B]``, pair gates ``ω [L,B]`` and the shared network's params (or None)."""
+    """Free logits ``θ [N,C,B]``, pair claims ``φ [L,B]``, pair gates ``ω [L,B]`` and the network (or None)."""
 
     free: jax.Array
+    claim: jax.Array
     gate: jax.Array
     net: dict | None
 
@@ -119,10 +125,11 @@ def _pool(values: jax.Array, inputs: AssignInputs) -> jax.Array:
 
 def init(key: jax.Array, spec: AssignSpec, inputs: AssignInputs, n_locations: int) -> AssignParams:
     """Spatial-prior free logits (+ noise), open gates, and the network (final layer small)."""
-    k_free, k1, k2 = jax.random.split(key, 3)
+    k_free, k_claim, k1, k2 = jax.random.split(key, 4)
     n, c = inputs.candidates.shape
     prior = -spec.distance_prior * jnp.sum(jnp.square(inputs.candidate_offset), axis=-1)  # [N, C]
     free = prior[..., None] + spec.init_noise * jax.random.normal(k_free, (n, c, spec.n_filters))
+    claim = spec.claim_noise * jax.random.normal(k_claim, (n_locations, spec.n_filters), jnp.float32)
     gate = jnp.full((n_locations, spec.n_filters), spec.gate_init, jnp.float32)
     f = inputs.neuron_features.shape[-1]
     w = _widths(spec)
@@ -135,7 +142,7 @@ def init(key: jax.Array, spec: AssignSpec, inputs: AssignInputs, n_locations: in
         net = {"composite": nn.init_mlp(k1, w["composite"], 2 * f + 3, final_scale=0.1)}
     else:
         net = None
-    return AssignParams(free.astype(jnp.float32), gate, net)
+    return AssignParams(free.astype(jnp.float32), claim, gate, net)
 
 
 def network_logits(spec: AssignSpec, params: AssignParams, inputs: AssignInputs) -> jax.Array:
@@ -161,8 +168,8 @@ def network_logits(spec: AssignSpec, params: AssignParams, inputs: AssignInputs)
 
 def logits(spec: AssignSpec, params: AssignParams, inputs: AssignInputs) -> jax.Array:
     """Gated logits ``ℓ [N, C, B]``; invalid candidates hold a large negative value."""
-    gate = jax.nn.log_sigmoid(jnp.take(params.gate, inputs.candidates, axis=0, mode="clip"))  # [N, C, B]
-    ell = params.free + network_logits(spec, params, inputs) + gate
+    pair = params.claim + jax.nn.log_sigmoid(params.gate)  # [L, B]
+    ell = params.free + network_logits(spec, params, inputs) + jnp.take(pair, inputs.candidates, axis=0, mode="clip")
     return jnp.where(inputs.candidate_mask[..., None], ell, _NEG)
 
 
