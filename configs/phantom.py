@@ -28,7 +28,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.rollout = 6
     c.train.log_every = 100
     c.train.checkpoint_every = 500
-    c.optim.total_steps = c.train.steps
-    c.anneal.steps = c.train.steps
     c.eval.stride = 2
     return c.lock()

@@ -20,11 +20,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.rollout = 3
     c.train.log_every = 5
     c.train.checkpoint_every = 10
-    c.optim.total_steps = c.train.steps
     c.optim.warmup_steps = 2
-    c.anneal.steps = c.train.steps
     c.eval.horizons = 5
     c.eval.stride = 4
     c.eval.mlp_steps = 50
-    c.eval.baselines = ("persistence", "mean", "ar", "ridge_var", "masked_var", "mlp")
     return c.lock()

@@ -123,13 +123,21 @@ def _pool(values: jax.Array, inputs: AssignInputs) -> jax.Array:
     return (gathered * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
 
 
-def init(key: jax.Array, spec: AssignSpec, inputs: AssignInputs, n_locations: int) -> AssignParams:
-    """Spatial-prior free logits (+ noise), open gates, and the network (final layer small)."""
+def init(
+    key: jax.Array, spec: AssignSpec, inputs: AssignInputs, n_locations: int, n_real_locations: int | None = None
+) -> AssignParams:
+    """Spatial-prior free logits (+ noise), random claims, open gates, and the network (final layer small).
+
+    Claims are drawn for the first `n_real_locations` (default: all) and zero on padding locations, so
+    padding L for sharding does not change the initial state of the real ones.
+    """
     k_free, k_claim, k1, k2 = jax.random.split(key, 4)
     n, c = inputs.candidates.shape
     prior = -spec.distance_prior * jnp.sum(jnp.square(inputs.candidate_offset), axis=-1)  # [N, C]
     free = prior[..., None] + spec.init_noise * jax.random.normal(k_free, (n, c, spec.n_filters))
-    claim = spec.claim_noise * jax.random.normal(k_claim, (n_locations, spec.n_filters), jnp.float32)
+    n_real = n_locations if n_real_locations is None else n_real_locations
+    claim = spec.claim_noise * jax.random.normal(k_claim, (n_real, spec.n_filters), jnp.float32)
+    claim = jnp.pad(claim, ((0, n_locations - n_real), (0, 0)))
     gate = jnp.full((n_locations, spec.n_filters), spec.gate_init, jnp.float32)
     f = inputs.neuron_features.shape[-1]
     w = _widths(spec)
@@ -169,7 +177,8 @@ def network_logits(spec: AssignSpec, params: AssignParams, inputs: AssignInputs)
 def logits(spec: AssignSpec, params: AssignParams, inputs: AssignInputs) -> jax.Array:
     """Gated logits ``ℓ [N, C, B]``; invalid candidates hold a large negative value."""
     pair = params.claim + jax.nn.log_sigmoid(params.gate)  # [L, B]
-    ell = params.free + network_logits(spec, params, inputs) + jnp.take(pair, inputs.candidates, axis=0, mode="clip")
+    pair = jnp.take(pair, inputs.candidates, axis=0, mode="clip")  # [N, C, B]
+    ell = params.free + network_logits(spec, params, inputs) + pair
     return jnp.where(inputs.candidate_mask[..., None], ell, _NEG)
 
 

@@ -62,6 +62,7 @@ import numpy as np
 import optax
 import scipy.sparse
 
+from mesojax import nn
 from mesojax.data import validation as V
 
 __all__ = [
@@ -185,12 +186,12 @@ class MLPParams(NamedTuple):
     ``z = (x - mean) / std``; ``x̂[t+1] = x[t] + std · MLP(z[t-H+1..t] flattened)``.
 
     Attributes:
-      layers: tuple of ``(w [d_in, d_out], b [d_out])``; the last layer has ``d_out = N``.
+      layers: :class:`mesojax.nn.MLP` parameters (GELU; widths ``(*hidden, N)``, input ``H·N``).
       mean: ``[N]`` training mean (also fills NaN inputs).
       std: ``[N]`` training standard deviation (1 where a neuron is constant).
     """
 
-    layers: tuple[tuple[jax.Array, jax.Array], ...]
+    layers: Any
     mean: jax.Array
     std: jax.Array
 
@@ -756,25 +757,8 @@ def masked_var_dense_weight(params: MaskedVARParams) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- MLP
-def _mlp_apply(layers: tuple[tuple[jax.Array, jax.Array], ...], u: jax.Array) -> jax.Array:
-    for i, (w, b) in enumerate(layers):
-        u = u @ w + b
-        if i < len(layers) - 1:
-            u = jax.nn.gelu(u)
-    return u
-
-
-def _mlp_init(key: jax.Array, sizes: Sequence[int]) -> tuple[tuple[jax.Array, jax.Array], ...]:
-    keys = jax.random.split(key, len(sizes) - 1)
-    init = jax.nn.initializers.lecun_normal()
-    layers = [
-        (init(k, (a, b), jnp.float32), jnp.zeros((b,), jnp.float32))
-        for k, a, b in zip(keys, sizes[:-1], sizes[1:])
-    ]
-    # A zero last layer starts the MLP as persistence (the increment is 0), a sensible prior.
-    w_last, b_last = layers[-1]
-    layers[-1] = (jnp.zeros_like(w_last), b_last)
-    return tuple(layers)
+def _mlp_apply(layers: Any, u: jax.Array) -> jax.Array:
+    return nn.apply_mlp(layers, u, activation=jax.nn.gelu)
 
 
 def fit_mlp(
@@ -841,7 +825,8 @@ def fit_mlp(
     if len(val_idx) == 0:
         val_idx = train_idx[:1]  # unused: with no validation split the last parameters are kept
 
-    layers = _mlp_init(key_init, (history * n, *hidden, n))
+    # A zero last layer starts the MLP as persistence (the increment is 0), a sensible prior.
+    layers = nn.init_mlp(key_init, (*hidden, n), history * n, final_scale=0.0, activation=jax.nn.gelu)
     layers = _train_mlp(
         layers,
         jnp.asarray(z_in),
@@ -892,7 +877,7 @@ def _train_mlp(
 
 def mlp_step(params: MLPParams, history: jax.Array) -> jax.Array:
     """``x̂[t+1] = x[t] + std · MLP((x[t-H+1..t] - mean) / std)``. history ``[H, N]`` -> ``[N]``."""
-    h = params.layers[0][0].shape[0] // params.mean.shape[0]
+    h = nn.mlp_widths(params.layers)[0] // params.mean.shape[0]
     window = fill_missing(history[-h:], params.mean)
     z = ((window - params.mean) / params.std).reshape(-1)
     return window[-1] + params.std * _mlp_apply(params.layers, z)

@@ -13,8 +13,8 @@ Example:
     >>> ckpt.latest_step()
     3
     >>> tree, extra = ckpt.restore({"w": np.zeros(3)})
-    >>> tree["w"].tolist(), extra["note"]
-    ([0.0, 1.0, 2.0], 'hi')
+    >>> tree["w"].tolist(), extra["note"], ckpt.read_record()["note"]
+    ([0.0, 1.0, 2.0], 'hi', 'hi')
     >>> ckpt.close()
 """
 
@@ -62,9 +62,6 @@ class Checkpointer:
         """The newest complete step, or None when the directory holds no checkpoint."""
         return self._manager.latest_step()
 
-    def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
-
     def save(self, step: int, state: Any, record: dict | None = None) -> None:
         """Write `state` (any pytree of arrays) and a JSON-serialisable `record` as step `step`."""
         with _quiet():
@@ -95,6 +92,15 @@ class Checkpointer:
                 ),
             )
         return out["state"], dict(out["record"] or {})
+
+    def read_record(self, step: int | None = None) -> dict:
+        """Only the JSON record of step `step` (default: latest), without reading the state."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{self.directory}: no checkpoint to read")
+        with _quiet():
+            out = self._manager.restore(step, args=ocp.args.Composite(record=ocp.args.JsonRestore()))
+        return dict(out["record"] or {})
 
     def close(self) -> None:
         with _quiet():

@@ -26,7 +26,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.source = "phantom"  # "phantom"
     c.data.preset = "tiny"  # mesojax.data.synthetic.preset name
     c.data.seed = 0
-    c.data.overrides = ml_collections.ConfigDict()  # PhantomConfig field overrides
+    # PhantomConfig fields to override (None keeps the preset's value); settable from the command line.
+    c.data.overrides = ml_collections.ConfigDict(dict(
+        n_instances=ml_collections.FieldReference(None, field_type=int),
+        n_steps=ml_collections.FieldReference(None, field_type=int),
+        calcium_noise=ml_collections.FieldReference(None, field_type=float),
+    ))
     c.data.split = (0.7, 0.1, 0.2)  # train / val / test fractions of time
 
     c.grid = ml_collections.ConfigDict()
@@ -49,8 +54,11 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.loss = ml_collections.ConfigDict(losses.Weights()._asdict())
 
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 1000
+
     c.anneal = ml_collections.ConfigDict()
-    c.anneal.steps = 1000  # steps over which temperatures go from start to end
+    c.anneal.steps = c.train.get_ref("steps")  # steps over which temperatures go from start to end
     c.anneal.arch = (1.0, 0.1)
     c.anneal.assign = (1.0, 0.1)
     c.anneal.ports = (1.0, 0.2)
@@ -58,14 +66,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 3e-3
     c.optim.warmup_steps = 50
-    c.optim.total_steps = 1000
+    c.optim.total_steps = c.train.get_ref("steps")  # schedule length follows --config.train.steps
     c.optim.clip_norm = 1.0
     c.optim.mode = "joint"  # or "alternating" (Supplement A)
     c.optim.alternate_every = 50
     c.optim.lr_scale = ml_collections.ConfigDict(dict(assign=3.0))
 
-    c.train = ml_collections.ConfigDict()
-    c.train.steps = 1000
     c.train.batch_windows = 8
     c.train.rollout = 6  # R predicted frames per window
     c.train.n_teacher = 1  # of which teacher-forced

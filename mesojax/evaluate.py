@@ -17,6 +17,7 @@ Example (see ``tests/test_train.py`` for a full run)::
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -24,11 +25,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mesojax import assign, baselines, losses, metrics, model, optim
+from mesojax import assign, baselines, basis, losses, metrics, model, optim
 
-
-class Evaluated(dict):
-    """Evaluation results (a dict; JSON-serialisable after :func:`to_json`)."""
+MODEL_KEYS = ("model", "model_hard")
+"""Forecast entries of the fitted model: soft architecture at the final temperature, and discretised."""
 
 
 def normalised_traces(exp: Any, segment: str) -> np.ndarray:
@@ -78,17 +78,38 @@ def connectome_mask(exp: Any) -> np.ndarray:
 
 
 def fit_baselines(config: ml_collections.ConfigDict, exp: Any, train_x: np.ndarray) -> dict[str, tuple]:
-    """Fit every configured baseline on the normalised training traces: ``name -> (forecaster, params)``."""
+    """Fit every configured baseline on the normalised training traces: ``name -> (forecaster, params)``.
+
+    Autoregressive baselines see as many frames as the model's input (order / history ``H``).
+    """
     out = {}
+    h = exp.spec.history
     for name in config.eval.baselines:
         opts: dict[str, Any] = {}
+        if name in ("ar", "ridge_var", "masked_var"):
+            opts["order"] = h
         if name == "masked_var":
             opts["mask"] = connectome_mask(exp)
         if name == "mlp":
-            opts.update(steps=config.eval.mlp_steps, seed=config.seed)
+            opts.update(history=h, steps=config.eval.mlp_steps, seed=config.seed)
         forecaster = baselines.make_baseline(name, **opts)
         out[name] = (forecaster, forecaster.fit(train_x))
     return out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def context(spec: model.ModelSpec, params: model.Params, inputs: model.ModelInputs,
+            temps: model.Temperatures) -> model.Context:
+    """:func:`mesojax.model.context`, jitted with the inputs as arguments (never baked-in constants)."""
+    return model.context(spec, params, inputs, temps)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def one_step_predictions(spec: model.ModelSpec, params: model.Params, inputs: model.ModelInputs,
+                         temps: model.Temperatures, x: jax.Array, stim: jax.Array) -> model.Step:
+    """Teacher-forced one-step predictions over a segment ``x [T, N]``: ``x_next[r]`` predicts ``x[H + r]``."""
+    ctx = model.context(spec, params, inputs, temps)
+    return model.rollout(spec, params, inputs, ctx, x, stim, temps, n_teacher=x.shape[0])[0]
 
 
 def partition(spec: model.ModelSpec, params: model.Params, inputs: model.ModelInputs,
@@ -121,60 +142,66 @@ def truth_recovery(part: dict[str, np.ndarray], truth: Any, n_filters: int) -> d
     }
 
 
-def behaviour_scores(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
-                     ctx: model.Context, temps: model.Temperatures) -> dict[str, Any]:
-    """Model behaviour forecasts on the test segment vs a ridge / LDA decoder from the same neurons."""
+def behaviour_scores(exp: Any, params: model.Params, temps: model.Temperatures) -> dict[str, Any]:
+    """The readout's behaviour forecasts on the test segment vs a decoder with the same information.
+
+    The model predicts behaviour at t+1 from the neurons up to t; the reference ridge (continuous) /
+    LDA (modes) decoder maps ``x[t] -> behaviour[t+1]``, fitted on the training segment. Both are scored
+    on the same test frames.
+    """
     rec, norm, spec = exp.recording, exp.norm, exp.spec
     if spec.n_behaviour == 0 and spec.n_modes == 0:
         return {}
-    t0, t1 = exp.segments["test"]
-    x = np.nan_to_num(normalised_traces(exp, "test"))
-    stim = (rec.stimulus[t0:t1] if rec.stimulus is not None else np.zeros((t1 - t0, 0))).astype(np.float32)
-    outs, _ = jax.jit(
-        lambda p, c, x, s: model.rollout(spec, p, exp.inputs, c, x, s, temps, n_teacher=x.shape[0])
-    )(params, ctx, jnp.asarray(x), jnp.asarray(stim))
     h = spec.history
-    result: dict[str, Any] = {}
-    tr0, tr1 = exp.segments["train"]
+    (t0, t1), (tr0, tr1) = exp.segments["test"], exp.segments["train"]
+    x = np.nan_to_num(normalised_traces(exp, "test"))
+    outs = one_step_predictions(spec, params, exp.inputs, temps, jnp.asarray(x), jnp.asarray(stimulus(exp, "test")))
     train_x = np.nan_to_num(normalised_traces(exp, "train"))
+    result: dict[str, Any] = {}
     if spec.n_behaviour:
         beh = (rec.behaviour[t0:t1] - norm.beh_mean) / norm.beh_std
-        pred = np.asarray(outs.behaviour)
-        dec = metrics.linear_decoder(train_x, (rec.behaviour[tr0:tr1] - norm.beh_mean) / norm.beh_std)
-        result["model_r2"] = float(metrics.r2_score(beh[h:], pred))
-        result["linear_decoder_r2"] = float(metrics.r2_score(beh, metrics.decode(dec, x)))
+        train_beh = (rec.behaviour[tr0:tr1] - norm.beh_mean) / norm.beh_std
+        dec = metrics.linear_decoder(train_x[:-1], train_beh[1:])
+        result["model_r2"] = float(metrics.r2_score(beh[h:], np.asarray(outs.behaviour)))
+        result["linear_decoder_r2"] = float(metrics.r2_score(beh[h:], metrics.decode(dec, x[h - 1:-1])))
     if spec.n_modes:
-        modes = rec.modes[t0:t1]
-        pred_modes = np.asarray(jnp.argmax(outs.mode_logits, -1))
-        known = modes[h:] >= 0
-        result["model_mode_accuracy"] = metrics.accuracy(modes[h:][known], pred_modes[known])
-        result["model_mode_balanced_accuracy"] = metrics.balanced_accuracy(modes[h:][known], pred_modes[known])
-        dec = metrics.linear_decoder(train_x, rec.modes[tr0:tr1], discrete=True)
-        kn = modes >= 0
-        dm = metrics.decode(dec, x)
-        result["linear_decoder_mode_accuracy"] = metrics.accuracy(modes[kn], dm[kn])
-        result["linear_decoder_mode_balanced_accuracy"] = metrics.balanced_accuracy(modes[kn], dm[kn])
+        modes = rec.modes[t0:t1][h:]
+        known = modes >= 0
+        dec = metrics.linear_decoder(train_x[:-1], rec.modes[tr0 + 1:tr1], discrete=True)
+        for name, pred in (("model", np.asarray(jnp.argmax(outs.mode_logits, -1))),
+                           ("linear_decoder", metrics.decode(dec, x[h - 1:-1]))):
+            result[f"{name}_mode_accuracy"] = metrics.accuracy(modes[known], pred[known])
+            result[f"{name}_mode_balanced_accuracy"] = metrics.balanced_accuracy(modes[known], pred[known])
     return result
 
 
-def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params) -> dict[str, Any]:
-    """Every evaluation of the fitted model (see the module docstring) as a JSON-ready dict."""
+def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params) -> tuple[dict[str, Any], dict]:
+    """Every evaluation of the fitted model (see the module docstring).
+
+    Returns:
+      ``(results, partition)``: a JSON-ready dict, and the hard partition of :func:`partition`.
+    """
     spec, inputs = exp.spec, exp.inputs
     temps = final_temperatures(config)
-    ctx = jax.jit(lambda p: model.context(spec, p, inputs, temps))(params)
     test_x = normalised_traces(exp, "test")
     train_x = normalised_traces(exp, "train")
     horizons = range(1, config.eval.horizons + 1)
     window = config.eval.warmup + spec.history
-    # Missing inputs are filled with 0 (the training mean in normalised units); NaN targets are masked.
-    forecast = {"model": metrics.forecast_metrics(
-        spec, (params, ctx, inputs, temps), test_x, history=window, horizons=horizons,
-        stride=config.eval.stride, exog=stimulus(exp, "test"), rollout=model_rollout,
-        fill=np.zeros(spec.n_neurons, np.float32),
-    )}
+    forecast = {}
+    for name, arch in zip(MODEL_KEYS, (params.arch, basis.discretize(params.arch))):
+        p = params._replace(arch=arch)
+        # Missing inputs are filled with 0 (the training mean in normalised units); NaN targets are masked.
+        forecast[name] = metrics.forecast_metrics(
+            spec, (p, context(spec, p, inputs, temps), inputs, temps), test_x, history=window,
+            horizons=horizons, stride=config.eval.stride, exog=stimulus(exp, "test"), rollout=model_rollout,
+            fill=np.zeros(spec.n_neurons, np.float32),
+        )
     for name, (forecaster, bparams) in fit_baselines(config, exp, train_x).items():
         # Baselines start from the same frames as the model: skip the model's extra warm-up frames.
         skip = window - forecaster.history
+        if skip < 0:
+            raise ValueError(f"eval config: field 'warmup' = {config.eval.warmup} gives the model a shorter "
+                             f"window than baseline {name!r} needs ({forecaster.history} frames)")
         forecast[name] = metrics.forecast_metrics(
             forecaster.step, bparams, test_x[skip:], history=forecaster.history, horizons=horizons,
             stride=config.eval.stride,
@@ -188,12 +215,13 @@ def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params) 
     results["partition"] = {"usage": part["usage"].tolist(), "n_filters": spec.n_filters}
     if exp.truth is not None:
         results["truth"] = truth_recovery(part, exp.truth, spec.n_filters)
-    results["behaviour"] = behaviour_scores(config, exp, params, ctx, temps)
+    results["behaviour"] = behaviour_scores(exp, params, temps)
+    baseline_names = [n for n in forecast if n not in MODEL_KEYS]
     results["beats_all_baselines"] = {
-        str(h): bool(all(forecast["model"]["mse"][k] < m["mse"][k] for n, m in forecast.items() if n != "model"))
+        str(h): bool(all(forecast["model"]["mse"][k] < forecast[n]["mse"][k] for n in baseline_names))
         for k, h in enumerate(horizons)
     }
-    return results
+    return results, part
 
 
 def summary(results: dict[str, Any]) -> str:
@@ -203,7 +231,7 @@ def summary(results: dict[str, Any]) -> str:
     for h in (1, 5):
         if h > len(fc["model"]["r2"]):
             continue
-        best = max((n for n in fc if n != "model"), key=lambda n: fc[n]["r2"][h - 1])
+        best = max((n for n in fc if n not in MODEL_KEYS), key=lambda n: fc[n]["r2"][h - 1])
         lines.append(f"h={h}: model R²={fc['model']['r2'][h - 1]:.3f}, best baseline {best} "
                      f"R²={fc[best]['r2'][h - 1]:.3f}")
     if "truth" in results:

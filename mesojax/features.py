@@ -59,6 +59,7 @@ import jraph
 import numpy as np
 import scipy.sparse
 
+from mesojax import nn
 from mesojax.data import validation as V
 
 __all__ = [
@@ -154,20 +155,6 @@ _CLASS_TABLE = np.array(
 
 
 # ------------------------------------------------------------------------------------------- graphs
-def _check_edges(source: str, pre: Any, post: Any, n_neurons: int) -> tuple[np.ndarray, np.ndarray]:
-    pre, post = np.asarray(pre), np.asarray(post)
-    for name, value in (("pre", pre), ("post", post)):
-        if value.dtype.kind not in "iu":
-            raise V.ValidationError(
-                source, name, None, f"expected integer neuron indices, got dtype {value.dtype}"
-            )
-        V.check_shape(source, name, value, (None,))
-    V.check_same_length(source, {"pre": pre, "post": post})
-    V.check_index_range(source, "pre", pre, n_neurons)
-    V.check_index_range(source, "post", post, n_neurons)
-    return pre.astype(np.int64), post.astype(np.int64)
-
-
 def _electrical_mask(source: str, kind: Any, n_edges: int, electrical: str) -> np.ndarray | None:
     if electrical not in ELECTRICAL_MODES:
         raise V.ValidationError(source, "electrical", None, f"{electrical!r} not in {list(ELECTRICAL_MODES)}")
@@ -225,7 +212,7 @@ def adjacency(
       >>> adjacency([0, 0, 1, 1], [1, 1, 1, 0], 2, kind=[0, 0, 0, 1], electrical="drop").toarray().tolist()
       [[0, 1], [0, 0]]
     """
-    pre, post = _check_edges(source, pre, post, n_neurons)
+    pre, post = V.check_edges(source, pre, post, n_neurons)
     is_elec = _electrical_mask(source, kind, len(pre), electrical)
     pre, post, _ = _expand_electrical(pre, post, np.zeros(len(pre)), is_elec, electrical)
     keep = pre != post
@@ -634,7 +621,7 @@ def neuron_features(
     Returns:
       ``(features [N, F] float32, names tuple[str])``.
     """
-    pre_i, post_i = _check_edges(source, pre, post, n_neurons)
+    pre_i, post_i = V.check_edges(source, pre, post, n_neurons)
     if weight is None:
         w = np.ones(len(pre_i), np.float64)
     else:
@@ -713,7 +700,7 @@ def activity_features(
     Returns:
       ``(features [N, 8] float32, ACTIVITY_NAMES)``.
     """
-    s, r = _check_edges(source, senders, receivers, n_neurons)
+    s, r = V.check_edges(source, senders, receivers, n_neurons)
     n_edges = len(s)
     act = scipy.sparse.csr_matrix(active)
     if act.ndim != 2 or act.shape[1] != n_edges:
@@ -967,26 +954,6 @@ class GraphNetwork(NamedTuple):
     apply: Callable[[Params, jraph.GraphsTuple], jax.Array]
 
 
-def _dense_init(key: jax.Array, fan_in: int, fan_out: int) -> dict[str, jax.Array]:
-    w = jax.nn.initializers.lecun_normal()(key, (fan_in, fan_out), jnp.float32)
-    return {"w": w, "b": jnp.zeros((fan_out,), jnp.float32)}
-
-
-def _mlp_init(key: jax.Array, sizes: Sequence[int]) -> list[dict[str, jax.Array]]:
-    keys = jax.random.split(key, len(sizes) - 1)
-    return [_dense_init(k, i, o) for k, i, o in zip(keys, sizes[:-1], sizes[1:])]
-
-
-def _mlp_apply(
-    layers: Sequence[dict[str, jax.Array]], x: jax.Array, act: Callable[[jax.Array], jax.Array]
-) -> jax.Array:
-    for k, layer in enumerate(layers):
-        x = x @ layer["w"] + layer["b"]
-        if k < len(layers) - 1:
-            x = act(x)
-    return x
-
-
 def make_graph_network(
     hidden: int = 32,
     n_layers: int = 2,
@@ -1039,14 +1006,14 @@ def make_graph_network(
         for k in k_layers:
             k_fwd, k_bwd, k_upd = jax.random.split(k, 3)
             layers.append({
-                "fwd": _mlp_init(k_fwd, (2 * hidden + edge_dim, hidden, hidden)),
-                "bwd": _mlp_init(k_bwd, (2 * hidden + edge_dim, hidden, hidden)),
-                "update": _mlp_init(k_upd, (3 * hidden, hidden, hidden)),
+                "fwd": nn.init_mlp(k_fwd, (hidden, hidden), 2 * hidden + edge_dim),
+                "bwd": nn.init_mlp(k_bwd, (hidden, hidden), 2 * hidden + edge_dim),
+                "update": nn.init_mlp(k_upd, (hidden, hidden), 3 * hidden),
             })
         return {
-            "encoder": _mlp_init(k_enc, (node_dim, hidden)),
+            "encoder": nn.init_mlp(k_enc, (hidden,), node_dim),
             "layers": layers,
-            "decoder": _mlp_init(k_dec, (hidden, out_dim)),
+            "decoder": nn.init_mlp(k_dec, (out_dim,), hidden),
         }
 
     def apply(params: Params, graph: jraph.GraphsTuple) -> jax.Array:
@@ -1054,7 +1021,7 @@ def make_graph_network(
         nodes = jnp.asarray(graph.nodes, jnp.float32)
         n = nodes.shape[0]
         snd, rcv = graph.senders, graph.receivers
-        edge_in = params["layers"][0]["fwd"][0]["w"].shape[0] - 2 * hidden if params["layers"] else 0
+        edge_in = nn.mlp_widths(params["layers"][0]["fwd"])[0] - 2 * hidden if params["layers"] else 0
         if edge_in and graph.edges is None:
             raise ValueError(
                 f"mesojax.features.GraphNetwork.apply: params expect {edge_in} edge features, "
@@ -1064,14 +1031,18 @@ def make_graph_network(
         ones = jnp.ones_like(snd, jnp.float32)
         c_in = jnp.maximum(jraph.segment_sum(ones, rcv, n), 1.0)[:, None] if mean_aggregation else 1.0
         c_out = jnp.maximum(jraph.segment_sum(ones, snd, n), 1.0)[:, None] if mean_aggregation else 1.0
-        h = _mlp_apply(params["encoder"], nodes, activation)
+        # Leading (node/edge) axes broadcast through the dense layers, as a vmap over rows would.
+        def mlp(p: Any, x: jax.Array) -> jax.Array:
+            return nn.apply_mlp(p, x, activation=activation)
+
+        h = mlp(params["encoder"], nodes)
         for layer in params["layers"]:
             hs, hr = h[snd], h[rcv]
-            fwd = _mlp_apply(layer["fwd"], jnp.concatenate([hs, hr, *extra], axis=-1), activation)
-            bwd = _mlp_apply(layer["bwd"], jnp.concatenate([hr, hs, *extra], axis=-1), activation)
+            fwd = mlp(layer["fwd"], jnp.concatenate([hs, hr, *extra], axis=-1))
+            bwd = mlp(layer["bwd"], jnp.concatenate([hr, hs, *extra], axis=-1))
             agg_in = jraph.segment_sum(fwd, rcv, n) / c_in
             agg_out = jraph.segment_sum(bwd, snd, n) / c_out
-            h = h + _mlp_apply(layer["update"], jnp.concatenate([h, agg_in, agg_out], axis=-1), activation)
-        return _mlp_apply(params["decoder"], h, activation)
+            h = h + mlp(layer["update"], jnp.concatenate([h, agg_in, agg_out], axis=-1))
+        return mlp(params["decoder"], h)
 
     return GraphNetwork(init, apply)

@@ -340,15 +340,7 @@ def transmission_response(
     """
     ev = _as_event_csr(events, source)
     t_len, n = ev.shape
-    pre, post = np.asarray(pre), np.asarray(post)
-    for name, value in (("pre", pre), ("post", post)):
-        if value.dtype.kind not in "iu":
-            raise V.ValidationError(
-                source, name, None, f"expected integer neuron indices, got dtype {value.dtype}"
-            )
-        V.check_shape(source, name, value, (None,))
-        V.check_index_range(source, name, value, n)
-    V.check_same_length(source, {"pre": pre, "post": post})
+    pre, post = V.check_edges(source, pre, post, n)
     for name, value in (("interval", interval), ("window", window)):
         if int(value) != value or value < 1:
             raise V.ValidationError(

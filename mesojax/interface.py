@@ -17,8 +17,9 @@ Decoding (filter output → members) predicts the next value of every member as 
 
     y[k] = x[H-1,k] + e^{γ_out} · Σ_m P[k,m] v[m] + β_out
 
-Per-pair dense maps (``dense=True``) replace ``P`` by ``P + D[µ,b]`` with ``D`` initialised at zero and
-L2-regularised: an option for data where a shared embedding is too weak (parameter count L·B·K·M).
+Per-pair dense maps (``dense=True``) add ``D[µ,b]`` to the shared port logits, ``P = softmax((f_θ(φ_k) +
+D[µ,b,k]) / τ_P)``, with ``D`` initialised at zero and L2-regularised: an option for data where a shared
+embedding is too weak (parameter count L·B·K·M).
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -80,7 +81,7 @@ class InterfaceParams(NamedTuple):
     Attributes:
       port_net: shared MLP params, features ``[F] -> [B*M]`` port logits.
       pairs: :class:`PairParams` with ``[L,B]`` leaves.
-      dense: ``[L,B,K,M]`` per-pair port-map corrections, or None.
+      dense: ``[L,B,K,M]`` per-pair port-logit corrections, or None.
     """
 
     port_net: dict
@@ -116,10 +117,9 @@ def ports(
     logits = jax.vmap(jax.vmap(lambda f: nn.apply_mlp(params.port_net, f, widths)))(member_features)
     logits = logits.reshape(*member_features.shape[:2], spec.n_filters, spec.n_ports)
     logits = jnp.moveaxis(logits, 2, 1)  # [L, B, K, M]
-    p = jax.nn.softmax(logits / temperature, axis=-1)
     if params.dense is not None:
-        p = p + params.dense
-    return p
+        logits = logits + params.dense  # inside the softmax: port maps stay non-negative distributions
+    return jax.nn.softmax(logits / temperature, axis=-1)
 
 
 def pair(params: InterfaceParams, loc: int, filt: int) -> PairParams:

@@ -7,7 +7,7 @@ r"""The training objective: every term of DESIGN.md, each weighted by its own λ
       + λ_I\,\text{interface}
 
 * **prediction** — masked MSE of the rollout ``x̂[H+r]`` against ``x[H+r]`` over all R steps (the first
-  ``n_teacher`` are one-step, the rest multi-step);
+  ``n_teacher + 1`` are one-step predictions from observed frames, the rest multi-step);
 * **local** — each (µ,b) pair's own prediction of its members at the first step, weighted by their
   assignment to it: ``Σ a[i,µ,b] (y[µ,b,i] - x_i)² / Σ a`` (trains filters on their domains);
 * **behaviour** — masked MSE on continuous behaviour + cross-entropy on discrete modes;
@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mesojax import assign, basis, interface, model
+from mesojax import assign, basis, interface, model, spatial
 from mesojax.data.windows import Batch
 
 TERMS = ("prediction", "local", "behaviour", "complexity", "sparsity", "exclusivity", "interface")
@@ -80,11 +80,10 @@ def loss_fn(
     prediction = masked_mse(out.x_next, target, mask)
 
     # Local loss on the first step: pair predictions vs the true next value of each sphere slot.
-    ai = inputs.assign
-    slot_target = jnp.take(target[:, 0], ai.members, axis=1, mode="clip")  # [W, L, K]
-    slot_mask = jnp.take(mask[:, 0], ai.members, axis=1, mode="clip")
+    slot_target = jax.vmap(lambda v: spatial.gather_members(v, inputs.tables))(target[:, 0])  # [W, L, K]
+    slot_mask = jax.vmap(lambda v: spatial.gather_members(v, inputs.tables))(mask[:, 0])
     w = jnp.moveaxis(ctx.member_weight, 2, 1)[None] * slot_mask[:, :, None]  # [W, L, B, K]
-    err = jnp.square(out.pair_pred[:, 0] - slot_target[:, :, None])
+    err = jnp.square(out.pair_pred - slot_target[:, :, None])
     local = jnp.sum(w * err) / jnp.maximum(jnp.sum(w), 1.0)
 
     behaviour = jnp.zeros(())
@@ -105,7 +104,8 @@ def loss_fn(
         "behaviour": behaviour,
         "complexity": jnp.sum(u * costs),
         "sparsity": jnp.sum(jnp.sqrt(u + 1e-4)),
-        "exclusivity": jnp.sum(assign.entropy(ctx.a)) / jnp.maximum(jnp.sum(ai.candidate_mask.any(-1)), 1),
+        "exclusivity": jnp.sum(assign.entropy(ctx.a))
+        / jnp.maximum(jnp.sum(inputs.tables.candidate_mask.any(-1)), 1),
         "interface": interface.regularizer(params.interface),
     }
     loss = sum(getattr(weights, name) * terms[name] for name in TERMS)

@@ -1,16 +1,19 @@
 r"""The mesoscale model: basis filters applied over a grid of receptive fields, mixed by domain assignment.
 
-One step maps the recent state ``x[t-H+1..t]`` (``[H, N]``) and stimulus ``s[t]`` to ``x̂[t+1]``::
+One step maps the recent state ``x[t-H+1..t]`` (``[H, N]``) and the stimulus ``s[t+1]`` of the frame
+being predicted (stimulus is known in advance, and in calcium imaging it drives the frame it is
+delivered in) to ``x̂[t+1]``::
 
     u[µ,b]      = encode_µb( x[:, members(µ)], a[members(µ), µ, b] )          interface in   [H', M]
-    v[µ,b], r'  = filter_b( [u[µ,b], s[t]], r[µ,b] )                          basis filter   [M]
+    v[µ,b], r'  = filter_b( [u[µ,b], s[t+1]], r[µ,b] )                        basis filter   [M]
     y[µ,b,k]    = decode_µb( v[µ,b], x[t, members(µ)] )                        interface out  [K]
     x̂[t+1, i]  = Σ_(c,b) a[i,c,b] · y[cand(i,c), b, slot(i,c)]                 domain mixing
-    ŷ_beh[t+1]  = Σ_(µ,b) σ(ρ[µ,b]) · v[µ,b] W_b / L + c                       behaviour readout f*
+    ŷ_beh[t+1]  = Σ_(µ,b) σ(ρ[µ,b]) · v[µ,b] W_b / L_real + c                  behaviour readout f*
 
 ``H' = H`` (+1 when the synaptic layer adds its drive as an extra channel), ``r`` is each pair's
 recurrent filter state (passed in and returned). The same code is ``vmap``-ped over filters and
-locations; sharding the location axis shards the work.
+locations; sharding the location axis shards the work. Locations added only to pad L to a multiple of
+the device count are masked out of every sum, so padding never changes a result.
 
 :func:`rollout` runs the step with ``lax.scan``: teacher-forced (observed values fed back) for the
 first ``n_teacher`` steps, free-running (predictions fed back) after, which is both the multi-step
@@ -102,14 +105,15 @@ class ModelInputs(NamedTuple):
     """Static (not trained) arrays: spatial tables, features and synapse endpoints.
 
     Attributes:
-      assign: :class:`mesojax.assign.AssignInputs` (candidates, members, masks, offsets, features).
-      candidate_slot: ``[N, C]`` slot of the neuron in ``members[cand]``.
+      tables: :class:`mesojax.spatial.SpatialTables` as jax arrays (synapse tables dropped): members,
+        candidates, slots, the inverse map, offsets and masks; read by the gathers of :mod:`mesojax.spatial`.
+      assign: :class:`mesojax.assign.AssignInputs` (the same tables' arrays, plus offsets and features).
       member_features: ``[L, K, F]`` features of every sphere slot (for the port embedding).
       syn_pre, syn_post: ``[E]`` synapse endpoints (``[0]`` without the synaptic layer).
     """
 
+    tables: spatial.SpatialTables
     assign: assign.AssignInputs
-    candidate_slot: jax.Array
     member_features: jax.Array
     syn_pre: jax.Array
     syn_post: jax.Array
@@ -151,18 +155,19 @@ def build_inputs(
     ).astype(np.float32)
     candidate_offset = tables.member_offset[tables.candidates, tables.candidate_slot]
     candidate_offset = np.where(tables.candidate_mask[..., None], candidate_offset, 0.0)
+    dev = jax.tree.map(jnp.asarray, tables._replace(synapses=None, synapse_mask=None))
     ai = assign.AssignInputs(
-        candidates=jnp.asarray(tables.candidates, jnp.int32),
-        candidate_mask=jnp.asarray(tables.candidate_mask),
+        candidates=dev.candidates,
+        candidate_mask=dev.candidate_mask,
         candidate_offset=jnp.asarray(candidate_offset, jnp.float32),
         neuron_features=jnp.asarray(per_neuron),
-        members=jnp.asarray(tables.members, jnp.int32),
-        member_mask=jnp.asarray(tables.member_mask),
+        members=dev.members,
+        member_mask=dev.member_mask,
     )
     empty = np.zeros((0,), np.int32)
     return ModelInputs(
+        tables=dev,
         assign=ai,
-        candidate_slot=jnp.asarray(tables.candidate_slot, jnp.int32),
         member_features=jnp.asarray(member_features),
         syn_pre=jnp.asarray(empty if syn_pre is None else syn_pre, jnp.int32),
         syn_post=jnp.asarray(empty if syn_post is None else syn_post, jnp.int32),
@@ -205,7 +210,8 @@ class Step(NamedTuple):
 
     Attributes:
       x_next: ``[N]`` predicted next state.
-      pair_pred: ``[L, B, K]`` each pair's prediction of its sphere's members (for the local loss).
+      pair_pred: ``[L, B, K]`` each pair's prediction of its sphere's members (for the local loss; after
+        :func:`rollout`, of the first step only, without a time axis).
       behaviour: ``[Kc]`` predicted continuous behaviour at t+1.
       mode_logits: ``[n_modes]``.
     """
@@ -247,7 +253,8 @@ def init(
         basis=basis_params,
         arch=arch,
         interface=interface.init(k_iface, spec.interface, spec.n_locations, spec.n_members),
-        assign=assign.init(k_assign, spec.assign, inputs.assign, spec.n_locations),
+        assign=assign.init(k_assign, spec.assign, inputs.assign, spec.n_locations,
+                           int(np.asarray(inputs.tables.location_mask).sum())),
         synapses=syn,
         readout=readout,
     )
@@ -268,12 +275,8 @@ class Context(NamedTuple):
 
 def context(spec: ModelSpec, params: Params, inputs: ModelInputs, temps: Temperatures) -> Context:
     """Assignment ``a``, the per-slot selection weights and the interface port maps."""
-    ai = inputs.assign
-    a = assign.assignment(spec.assign, params.assign, ai, temps.assign)
-    # Scatter a[i, c, b] to the sphere slot (cand[i,c], slot[i,c]): the inverse of the candidate table.
-    weight = jnp.zeros((spec.n_locations, spec.n_members, spec.n_filters), a.dtype)
-    weight = weight.at[ai.candidates, inputs.candidate_slot].add(a * ai.candidate_mask[..., None])
-    weight = weight * ai.member_mask[..., None]
+    a = assign.assignment(spec.assign, params.assign, inputs.assign, temps.assign)
+    weight = spatial.candidate_to_member(a, inputs.tables)  # [L, K, B], 0 on empty slots
     ports = interface.ports(spec.interface, params.interface, inputs.member_features, temps.ports)
     return Context(a, weight, ports)
 
@@ -292,20 +295,19 @@ def step(
 
     Args:
       x_hist: ``[H, N]`` recent states, oldest first (no NaN: fill missing values before).
-      stimulus: ``[S]`` stimulus at t.
+      stimulus: ``[S]`` stimulus of the predicted frame t+1.
       state: ``[L, B, state_dim]`` recurrent filter states.
 
     Returns:
       ``(Step, new_state)``.
     """
-    ai = inputs.assign
+    tables = inputs.tables
     channels = x_hist
     if spec.use_synapses:
         d = synapses.drive(params.synapses, inputs.syn_pre, inputs.syn_post, x_hist[-1], spec.n_neurons)
         channels = jnp.concatenate([x_hist, d[None]], axis=0)
-    xm = jnp.take(channels, ai.members, axis=1, mode="clip")  # [H', L, K]
-    xm = jnp.moveaxis(xm, 1, 0)  # [L, H', K]
-    x_last = jnp.take(x_hist[-1], ai.members, axis=0, mode="clip")  # [L, K]
+    xm = jnp.moveaxis(spatial.gather_members(channels.T, tables), 2, 1)  # [L, H', K]
+    x_last = xm[:, spec.history - 1]  # [L, K]
     bank = basis.make_bank(spec.basis)
 
     def pair(basis_p, arch_p, pp, port_map, weight, xm_l, x_last_l, r):
@@ -320,14 +322,16 @@ def step(
         params.basis, params.arch, params.interface.pairs, ctx.port_maps, ctx.member_weight, xm, x_last, state
     )  # y [L, B, K], v [L, B, M]
 
-    # Mix: x̂[i] = Σ_(c,b) a[i,c,b] y[cand(i,c), b, slot(i,c)]; neurons without candidates persist.
-    y_nc = jnp.moveaxis(y, 1, 2)[ai.candidates, inputs.candidate_slot]  # [N, C, B]
-    has = ai.candidate_mask.any(-1)
-    x_next = jnp.where(has, jnp.sum(ctx.a * y_nc, axis=(1, 2)), x_hist[-1])
+    # Mix: x̂[i] = Σ_(c,b) a[i,c,b] y[cand(i,c), b, slot(i,c)] = Σ_c z[cand, slot] with z = Σ_b w·y in
+    # the location layout (a pure gather back to neurons); neurons without candidates persist.
+    z = jnp.sum(ctx.member_weight * jnp.moveaxis(y, 1, 2), axis=-1)  # [L, K]
+    mixed = spatial.scatter_to_neurons(z, tables.candidate_mask.astype(z.dtype), tables)
+    x_next = jnp.where(tables.candidate_mask.any(-1), mixed, x_hist[-1])
 
     ro = params.readout
-    gate = jax.nn.sigmoid(ro.pair_logit)[..., None]  # [L, B, 1]
-    pooled = jnp.sum(gate * v, axis=0) / spec.n_locations  # [B, M]
+    real = tables.location_mask.astype(v.dtype)[:, None, None]
+    gate = jax.nn.sigmoid(ro.pair_logit)[..., None] * real  # [L, B, 1]; padded locations excluded
+    pooled = jnp.sum(gate * v, axis=0) / jnp.maximum(jnp.sum(real), 1.0)  # [B, M]
     behaviour = (jnp.einsum("bm,bmk->k", pooled, ro.w_beh) + ro.b_beh) if spec.n_behaviour else jnp.zeros((0,))
     mode_logits = (jnp.einsum("bm,bmk->k", pooled, ro.w_mode) + ro.b_mode) if spec.n_modes else jnp.zeros((0,))
     return Step(x_next, y, behaviour, mode_logits), new_state
@@ -350,22 +354,26 @@ def rollout(
     Args:
       x: ``[H + R, N]`` observed window (NaN-free); the first H frames seed the history, frames
         ``H..H+R-1`` are the targets (and are fed back during the first `n_teacher` steps).
-      stimulus: ``[H + R, S]``; step r reads ``stimulus[H - 1 + r]`` (the stimulus at its current time).
+      stimulus: ``[H + R, S]``; step r reads ``stimulus[H + r]``, the stimulus of the frame it predicts.
       n_teacher: number of teacher-forced steps (0: free-running from the start).
       state: initial recurrent state (default zeros).
 
     Returns:
-      ``(Step with a leading [R] axis, final state)``; ``x_next[r]`` predicts ``x[H + r]``.
+      ``(Step with a leading [R] axis, final state)``; ``x_next[r]`` predicts ``x[H + r]``;
+      ``pair_pred`` is the first step's only (``[L, B, K]``): a full ``[R, L, B, K]`` stack would cost
+      memory for nothing.
     """
     h = spec.history
     n_steps = x.shape[0] - h
     state = init_state(spec) if state is None else state
 
     def body(carry, r):
-        hist, st = carry
-        out, st = step(spec, params, inputs, ctx, hist, stimulus[h - 1 + r], st, temps)
+        hist, st, first = carry
+        out, st = step(spec, params, inputs, ctx, hist, stimulus[h + r], st, temps)
         fed = jnp.where(r < n_teacher, x[h + r], out.x_next)
-        return (jnp.concatenate([hist[1:], fed[None]], axis=0), st), out
+        first = jnp.where(r == 0, out.pair_pred, first)
+        return (jnp.concatenate([hist[1:], fed[None]], axis=0), st, first), out._replace(pair_pred=None)
 
-    (_, state), outs = jax.lax.scan(body, (x[:h], state), jnp.arange(n_steps))
-    return outs, state
+    first = jnp.zeros((spec.n_locations, spec.n_filters, spec.n_members), x.dtype)
+    (_, state, first), outs = jax.lax.scan(body, (x[:h], state, first), jnp.arange(n_steps))
+    return outs._replace(pair_pred=first), state

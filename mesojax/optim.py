@@ -1,10 +1,11 @@
 """Optimisation: optax parameter groups with their own rates, clipping, schedules, and alternation.
 
-Parameters are grouped by the fields of :class:`mesojax.model.Params` (:data:`GROUPS`). Each group runs
-Adam with its own peak rate (``learning_rate × lr_scale[group]``) on a shared warm-up + cosine
-schedule, after global-norm clipping. With ``mode="alternating"`` (Supplement A) the *basis* groups
-(filters, their architectures, synapses, readout) and the *domain* groups (assignment, interfaces)
-take turns: each is updated for ``alternate_every`` steps while the other is frozen.
+Parameters are grouped by the fields of :class:`mesojax.model.Params` (:data:`GROUPS`). Each group is
+clipped (global norm within the group) and runs Adam with its own peak rate
+(``learning_rate × lr_scale[group]``) on a shared warm-up + cosine schedule. With
+``mode="alternating"`` (Supplement A) the *basis* groups (filters, their architectures, synapses,
+readout) and the *domain* groups (assignment, interfaces) take turns: each is updated for
+``alternate_every`` steps while the other is frozen (no update, Adam moments kept).
 
 Example:
     >>> import ml_collections, jax.numpy as jnp
@@ -16,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,20 +31,59 @@ DOMAIN_PHASE = ("interface", "assign")
 MODES = ("joint", "alternating")
 
 
+def basis_turn(cfg: Any, step: Any) -> Any:
+    """Whether the basis groups (rather than the domain groups) train at `step` in alternating mode."""
+    return (step // cfg.alternate_every) % 2 == 0
+
+
 def phase_of(cfg: Any, step: int) -> str:
     """Which groups train at `step` ("joint", or "basis"/"domain" when alternating)."""
     if cfg.mode == "joint":
         return "joint"
-    return "basis" if (step // cfg.alternate_every) % 2 == 0 else "domain"
+    return "basis" if basis_turn(cfg, step) else "domain"
 
 
 def param_labels(params: Any) -> Any:
     """The group label of every leaf: the name of its top-level field in :class:`mesojax.model.Params`."""
-    return type(params)(*[jax.tree.map(lambda _, g=g: g, getattr(params, g)) for g in GROUPS])
+    return params._replace(**{g: jax.tree.map(lambda _, g=g: g, getattr(params, g)) for g in GROUPS})
+
+
+class GroupState(NamedTuple):
+    """State of one parameter group: the global step count and the inner (clip + Adam) state."""
+
+    count: jax.Array
+    inner: Any
+
+
+def _group(
+    inner: optax.GradientTransformation, rate: Callable[[jax.Array], jax.Array],
+    active: Callable[[jax.Array], jax.Array],
+) -> optax.GradientTransformation:
+    """``inner`` then ``× -rate(count)``, applied only when ``active(count)``.
+
+    While inactive the group's updates are zero and its inner state (Adam moments) is kept as it was,
+    so a frozen group is really frozen, not merely updated with a zero learning rate.
+    """
+
+    def init(params):
+        return GroupState(jnp.zeros((), jnp.int32), inner.init(params))
+
+    def update(updates, state, params=None):
+        on = active(state.count)
+        new, inner_state = inner.update(updates, state.inner, params)
+        scale = jnp.where(on, -rate(state.count), 0.0)
+        new = jax.tree.map(lambda u: scale * u, new)
+        inner_state = jax.tree.map(lambda a, b: jnp.where(on, a, b), inner_state, state.inner)
+        return new, GroupState(state.count + 1, inner_state)
+
+    return optax.GradientTransformation(init, update)
 
 
 def make_optimizer(cfg: Any) -> optax.GradientTransformation:
     """Build the optimiser from the config's ``optim`` block.
+
+    Each group: clip its gradient to ``clip_norm`` (global norm within the group, so a noisy group never
+    shrinks another's step), Adam, then its rate ``learning_rate × lr_scale[group] × schedule(step)``.
 
     Args:
       cfg: fields ``learning_rate``, ``warmup_steps``, ``total_steps``, ``clip_norm``, ``mode``
@@ -68,22 +108,15 @@ def make_optimizer(cfg: Any) -> optax.GradientTransformation:
 
     def group(name: str) -> optax.GradientTransformation:
         peak = cfg.learning_rate * cfg.lr_scale.get(name, 1.0)
-        in_basis = name in BASIS_PHASE
+        if cfg.mode == "joint":
+            active = lambda count: jnp.bool_(True)  # noqa: E731
+        else:
+            in_basis = name in BASIS_PHASE
+            active = lambda count: basis_turn(cfg, count) == in_basis  # noqa: E731
+        inner = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.scale_by_adam())
+        return _group(inner, lambda count: peak * schedule(count), active)
 
-        def rate(count):
-            if cfg.mode == "alternating":
-                basis_turn = (count // cfg.alternate_every) % 2 == 0
-                active = jnp.where(basis_turn == in_basis, 1.0, 0.0)
-            else:
-                active = 1.0
-            return -peak * schedule(count) * active
-
-        return optax.chain(optax.scale_by_adam(), optax.scale_by_schedule(rate))
-
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.clip_norm),
-        optax.multi_transform({g: group(g) for g in GROUPS}, param_labels),
-    )
+    return optax.multi_transform({g: group(g) for g in GROUPS}, param_labels)
 
 
 def temperatures(cfg: Any, step: jax.Array | int) -> model.Temperatures:

@@ -25,7 +25,6 @@ import json
 import os
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import matplotlib
 
@@ -123,19 +122,11 @@ def _figure_forecast(results: dict[str, Any], path: str) -> None:
 
 def _figure_traces(config: ml_collections.ConfigDict, exp: Any, params: model.Params, path: str,
                    n_show: int = 6, n_frames: int = 200) -> None:
-    spec, temps = exp.spec, evaluate.final_temperatures(config)
+    spec = exp.spec
     x = np.nan_to_num(evaluate.normalised_traces(exp, "test"))[: n_frames + spec.history]
-    stim = np.zeros((x.shape[0], spec.n_stimulus), np.float32)
-    if exp.recording.stimulus is not None:
-        t0 = exp.segments["test"][0]
-        stim = exp.recording.stimulus[t0:t0 + x.shape[0]]
-
-    @jax.jit
-    def one_step(p, x, s):
-        ctx = model.context(spec, p, exp.inputs, temps)
-        return model.rollout(spec, p, exp.inputs, ctx, x, s, temps, n_teacher=x.shape[0])[0].x_next
-
-    pred = np.asarray(one_step(params, jnp.asarray(x), jnp.asarray(stim, jnp.float32)))
+    stim = evaluate.stimulus(exp, "test")[: x.shape[0]]
+    pred = np.asarray(evaluate.one_step_predictions(
+        spec, params, exp.inputs, evaluate.final_temperatures(config), jnp.asarray(x), jnp.asarray(stim)).x_next)
     show = np.linspace(0, spec.n_neurons - 1, n_show).astype(int)
     fig, axes = plt.subplots(n_show, 1, figsize=(8, 1.3 * n_show), sharex=True)
     for ax, i in zip(np.atleast_1d(axes), show):
@@ -148,11 +139,14 @@ def _figure_traces(config: ml_collections.ConfigDict, exp: Any, params: model.Pa
 
 
 def write(workdir: str, config: ml_collections.ConfigDict, exp: Any, params: model.Params,
-          results: dict[str, Any]) -> list[str]:
-    """Write every output listed in the module docstring; returns the paths written."""
+          results: dict[str, Any], part: dict[str, np.ndarray]) -> list[str]:
+    """Write every output listed in the module docstring; returns the paths written.
+
+    Args:
+      results, part: what :func:`mesojax.evaluate.evaluate` returned.
+    """
     os.makedirs(os.path.join(workdir, "figures"), exist_ok=True)
     spec = exp.spec
-    part = evaluate.partition(spec, params, exp.inputs, evaluate.final_temperatures(config))
     descriptions = filter_descriptions(spec, params)
     paths = {name: os.path.join(workdir, name) for name in
              ("partition.csv", "motif_map.json", "filters.txt", "metrics.json")}

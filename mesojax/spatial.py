@@ -417,11 +417,7 @@ def build_tables(
         if pre is None or post is None:
             raise V.ValidationError(source, "pre" if pre is None else "post", None,
                                     "pre and post must be given together")
-        pre, post = np.asarray(pre), np.asarray(post)
-        V.check_shape(source, "pre", pre, (None,))
-        V.check_shape(source, "post", post, (len(pre),))
-        V.check_index_range(source, "pre", pre, n)
-        V.check_index_range(source, "post", post, n)
+        pre, post = V.check_edges(source, pre, post, n)
         s_loc, s_id = _synapses_by_endpoints(pre, post, candidates, candidate_mask, chunk * 4096)
     else:
         s_loc, s_id = np.zeros(0, np.int32), np.zeros(0, np.int32)

@@ -79,7 +79,8 @@ class Experiment:
 def load_data(cfg: ml_collections.ConfigDict) -> tuple[Connectome, Recording, Any]:
     """The configured data source as ``(connectome, recording registered 1:1 to it, truth or None)``."""
     if cfg.source == "phantom":
-        phantom = synthetic.make_phantom(synthetic.preset(cfg.preset, seed=cfg.seed, **dict(cfg.overrides)))
+        overrides = {k: v for k, v in cfg.overrides.items() if v is not None}
+        phantom = synthetic.make_phantom(synthetic.preset(cfg.preset, seed=cfg.seed, **overrides))
         return phantom.circuit.connectome, phantom.recording, phantom.truth
     raise ValueError(f"data config: field 'source' = {cfg.source!r} is not one of ('phantom',)")
 
@@ -132,7 +133,9 @@ class TrainState(NamedTuple):
 
 def init_state(config: ml_collections.ConfigDict, exp: Experiment, optimizer: optax.GradientTransformation) -> TrainState:
     """Fresh parameters and optimiser state from ``config.seed``."""
-    params = model.init(jax.random.key(config.seed), exp.spec, exp.inputs)
+    c = exp.connectome
+    strength = c.strength[:, 0] if c.strength is not None else c.synapse_weight("count")
+    params = model.init(jax.random.key(config.seed), exp.spec, exp.inputs, syn_strength=strength, syn_sign=c.sign)
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
 
@@ -163,15 +166,43 @@ def make_train_step(
 # ------------------------------------------------------------------------------------------ checkpoint
 
 
+# Settings that may change between an interrupted run and its resumption: they do not affect the state.
+RESUMABLE_CHANGES = ("train.log_every", "train.checkpoint_every", "eval.")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flatten(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}
+
+
+def config_changes(saved: dict, current: dict) -> list[str]:
+    """Dotted names of config fields that differ between two ``config.to_dict()`` snapshots."""
+    a, b = _flatten(saved), _flatten(json.loads(json.dumps(current, default=str)))
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
+
+
 def restore_or_init(
-    ckpt: checkpoint.Checkpointer, fresh: TrainState
-) -> tuple[TrainState, bool]:
-    """The latest checkpoint restored into the layout of `fresh`, or `fresh` itself."""
+    ckpt: checkpoint.Checkpointer, fresh: TrainState, config: ml_collections.ConfigDict
+) -> TrainState:
+    """The latest checkpoint restored into the layout of `fresh`, or `fresh` itself.
+
+    Raises:
+      ValueError: the checkpoint was written with a different configuration (naming the fields).
+    """
     if ckpt.latest_step() is None:
-        return fresh, False
-    state, record = ckpt.restore(fresh)
+        return fresh
+    # Compare configs before reading the state: a changed shape would otherwise fail deep in orbax.
+    changes = config_changes(ckpt.read_record().get("config", {}), config.to_dict())
+    if changes:
+        raise ValueError(
+            f"{ckpt.directory}: the checkpoint was written with a different config; changed fields: "
+            + ", ".join(changes) + ". Use a new --workdir, or restore the original settings to resume."
+        )
+    state, _ = ckpt.restore(fresh)
     logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
-    return state, True
+    return state
 
 
 # ------------------------------------------------------------------------------------------------ loop
@@ -192,8 +223,14 @@ def _truncate_metrics(path: str, last_step: int) -> None:
     """Keep only the logged lines up to `last_step` (steps after the checkpoint are about to be redone)."""
     if not os.path.exists(path):
         return
+    keep = []
     with open(path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
+        for line in f:
+            try:
+                if json.loads(line)["step"] <= last_step:
+                    keep.append(line)
+            except (json.JSONDecodeError, KeyError):  # a line cut short by the interruption
+                continue
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         f.writelines(keep)
@@ -214,7 +251,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | Non
     optimizer = optim.make_optimizer(config.optim)
     fresh = shard_locations(init_state(config, exp, optimizer), mesh, exp.spec.n_locations)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
-    state, _ = restore_or_init(ckpt, fresh)
+    state = restore_or_init(ckpt, fresh, config)
     train_step = make_train_step(config, exp, optimizer)
     length = exp.spec.history + tc.rollout
     metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -226,11 +263,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | Non
             batch = windows.sample_batch(exp.recording, exp.norm, exp.segments["train"], length=length,
                                          n_windows=tc.batch_windows, seed=config.seed, step=step)
             state, metrics = train_step(state, shard_batch(batch, mesh))
-            loss = float(metrics["loss"])
-            if not math.isfinite(loss):
+            loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 ckpt.close()
                 raise NonFiniteLossError(
-                    f"non-finite loss {loss} at step {step}; terms: "
+                    f"non-finite loss {loss} (gradient norm {grad_norm}) at step {step}; terms: "
                     + ", ".join(f"{k}={float(metrics[k]):.4g}" for k in losses.TERMS)
                     + f". Last good checkpoint: step {ckpt.latest_step()} in {ckpt.directory}. "
                     "Lower optim.learning_rate or optim.clip_norm, or check the data for extreme values."
@@ -244,7 +281,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | Non
                 log.flush()
                 logging.info("%s", _log_line(done, tc.steps, host, rate))
             if done % tc.checkpoint_every == 0 or done == tc.steps:
-                ckpt.save(done, state, {"step": done})
+                ckpt.save(done, state, {"step": done, "config": json.loads(json.dumps(config.to_dict(), default=str))})
     ckpt.close()
     return exp, state
 
@@ -252,6 +289,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | Non
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train, evaluate and write the report; returns the evaluation metrics."""
     exp, state = train(config, workdir)
-    results = evaluate.evaluate(config, exp, state.params)
-    report.write(workdir, config, exp, state.params, results)
+    results, part = evaluate.evaluate(config, exp, state.params)
+    report.write(workdir, config, exp, state.params, results, part)
     return results

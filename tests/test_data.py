@@ -115,7 +115,7 @@ BASE = dict(ids=[1, 2, 3], xyz=np.zeros((3, 3)), cell_type=["a", "b", "c"], pre=
         (dict(xyz=[["a", "b", "c"]] * 3), "xyz", None, "numeric"),
         (dict(pre=[0, 5]), "pre", 1, "out of range"),
         (dict(post=[-1, 0]), "post", 0, "out of range"),
-        (dict(pre=[0.0, 1.0]), "pre", None, "integer indices"),
+        (dict(pre=[0.0, 1.0]), "pre", None, "expected integer neuron indices, got dtype float64"),
         (dict(post=[1]), "post", None, "does not match 'pre' length 2"),
         (dict(sign=[1, 2]), "sign", 1, "not in allowed set"),
         (dict(kind=[0, 3]), "kind", 1, "not in allowed set"),
@@ -132,6 +132,36 @@ def test_connectome_validation_errors(change, field, row, fragment):
     assert (err.source, err.field, err.row) == ("test.json", field, row), str(err)
     assert fragment in str(err)
     assert str(err).startswith("test.json: field ")
+
+
+@pytest.mark.parametrize(
+    "pre, post, field, row, fragment",
+    [
+        (np.array([0.0, 1.0]), [1, 2], "pre", None, "expected integer neuron indices, got dtype float64"),
+        ([0, 1], np.array([1, 2], np.float32), "post", None, "got dtype float32"),
+        ([True, False], [1, 2], "pre", None, "got dtype bool"),
+        ([[0, 1]], [[1, 2]], "pre", None, "expected shape [*], got [1, 2]"),
+        ([0, 1], [1], "post", None, "length 1 does not match 'pre' length 2"),
+        ([0, 3, 9], [1, 2, 0], "pre", 1, "index 3 out of range for 3 neurons"),
+        ([0, 1, 2], [2, -1, 0], "post", 1, "index -1 out of range for 3 neurons"),
+    ],
+)
+def test_check_edges_names_source_field_and_row(pre, post, field, row, fragment):
+    with pytest.raises(ValidationError) as info:
+        mesojax.data.validation.check_edges("edges.csv", pre, post, 3)
+    err = info.value
+    assert (err.source, err.field, err.row) == ("edges.csv", field, row), str(err)
+    assert fragment in str(err)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint16, np.int32, np.int64, np.uint64])
+def test_check_edges_returns_int64_copies_of_valid_edges(dtype):
+    pre, post = np.array([2, 0, 1], dtype), np.array([0, 0, 2], dtype)
+    got_pre, got_post = mesojax.data.validation.check_edges("edges.csv", pre, post, 3)
+    assert got_pre.dtype == got_post.dtype == np.int64
+    assert got_pre.tolist() == [2, 0, 1] and got_post.tolist() == [0, 0, 2]
+    empty = mesojax.data.validation.check_edges("edges.csv", [], [], 3)  # np.asarray([]) is float64
+    assert [e.dtype for e in empty] == [np.int64, np.int64] and [e.size for e in empty] == [0, 0]
 
 
 def test_unknown_synapse_endpoint_names_row_and_id():

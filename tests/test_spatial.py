@@ -230,6 +230,11 @@ def test_mismatched_endpoints_raise():
         spatial.build_tables(xyz, grid, pre=np.array([0, 1, 2]), post=np.array([0, 1, N]))
     with pytest.raises(ValidationError, match="given together"):
         spatial.build_tables(xyz, grid, pre=np.array([0]))
+    # Float indices used to pass (and be used as indices); they are rejected like everywhere else.
+    with pytest.raises(ValidationError, match="field 'pre': expected integer neuron indices, got dtype f"):
+        spatial.build_tables(xyz, grid, pre=np.array([0.0, 1.0]), post=np.array([1, 2]))
+    with pytest.raises(ValidationError, match="field 'post': length 1 does not match 'pre' length 2"):
+        spatial.build_tables(xyz, grid, pre=np.array([0, 1]), post=np.array([1]))
 
 
 # ----------------------------------------------------------------------------------------------- gathers

@@ -124,17 +124,10 @@ class Connectome:
         set_("cell_type", cell_type)
         V.check_shape(src, "cell_type", cell_type, (n,))
 
-        for name in ("pre", "post"):
-            value = np.asarray(getattr(self, name))
-            if value.size == 0:
-                value = value.astype(np.int32)
-            if value.dtype.kind not in "iu":
-                raise V.ValidationError(src, name, None, f"expected integer indices, got dtype {value.dtype}")
-            V.check_shape(src, name, value, (None,))
-            V.check_index_range(src, name, value, n)
-            set_(name, value.astype(np.int32))
+        pre, post = V.check_edges(src, self.pre, self.post, n)
+        set_("pre", pre.astype(np.int32))
+        set_("post", post.astype(np.int32))
         e = len(self.pre)
-        V.check_same_length(src, {"pre": self.pre, "post": self.post})
         if self.syn_xyz is not None:
             V.check_numeric(src, "syn_xyz", self.syn_xyz)
             set_("syn_xyz", np.asarray(self.syn_xyz, np.float32))

@@ -84,6 +84,10 @@ class Recording:
             raise V.ValidationError(src, "traces", None, f"expected a numeric array, got dtype {traces.dtype}")
         V.check_shape(src, "traces", traces, (None, None))
         t, nr = traces.shape
+        if isinstance(traces, np.ndarray) and np.isinf(traces).any():
+            # NaN marks a missing sample; an infinite one is a broken value (lazy traces: checked per window).
+            row = V.first_row(np.isinf(traces))
+            raise V.ValidationError(src, "traces", row, "infinite value (use NaN for a missing sample)")
 
         timestamps = np.asarray(self.timestamps)
         V.check_numeric(src, "timestamps", timestamps)

@@ -149,3 +149,39 @@ def check_same_length(source: str, fields: dict[str, Any]) -> None:
                     None,
                     f"length {length} does not match '{ref_name}' length {ref_len}",
                 )
+
+
+def check_edges(source: str, pre: Any, post: Any, n_neurons: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate an edge list ``pre[e] → post[e]`` of neuron indices and return it as int64 arrays.
+
+    Checks, in order: integer dtype and 1-D shape of each of ``pre`` and ``post``, equal lengths, and every
+    index in ``[0, n_neurons)``. An empty list counts as integer (``np.asarray([])`` is float64).
+
+    Args:
+      source: named in errors.
+      pre, post: ``[E]`` integer neuron indices (array-like).
+      n_neurons: ``N``.
+
+    Returns:
+      ``(pre [E] int64, post [E] int64)``.
+
+    Raises:
+      ValidationError: naming the field (``'pre'``/``'post'``) and, for an out-of-range index, its row.
+
+    Example:
+      >>> check_edges("example", [0, 2], [1, 0], 3)[1].tolist()
+      [1, 0]
+    """
+    edges = {}
+    for name, value in (("pre", pre), ("post", post)):
+        value = np.asarray(value)
+        if value.dtype.kind not in "iu" and value.size > 0:
+            raise ValidationError(
+                source, name, None, f"expected integer neuron indices, got dtype {value.dtype}"
+            )
+        check_shape(source, name, value, (None,))
+        edges[name] = value
+    check_same_length(source, edges)
+    for name, value in edges.items():
+        check_index_range(source, name, value, n_neurons)
+    return edges["pre"].astype(np.int64), edges["post"].astype(np.int64)

@@ -66,28 +66,46 @@ def split_time(n_timesteps: int, fractions: Sequence[float]) -> dict[str, tuple[
     return {name: (int(edges[k]), int(edges[k + 1])) for k, name in enumerate(("train", "val", "test"))}
 
 
-def _nan_stats(values: np.ndarray, source: str, field: str) -> tuple[np.ndarray, np.ndarray]:
-    with np.errstate(invalid="ignore"):
-        observed = np.isfinite(values).sum(0)
-    if (observed < 2).any():
-        col = int(np.flatnonzero(observed < 2)[0])
+# Frames read at once when statistics are computed over a (possibly lazy, larger than memory) segment.
+_STATS_CHUNK = 4096
+
+
+def _finite_rows(values: np.ndarray, source: str, field: str, t0: int) -> np.ndarray:
+    if np.isinf(values).any():
+        row = t0 + V.first_row(np.isinf(values))
+        raise V.ValidationError(source, field, row, "infinite value (use NaN for a missing sample)")
+    return values
+
+
+def _moments(read, t0: int, t1: int, source: str, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-ignoring per-column mean and std over frames ``[t0, t1)``, reading `_STATS_CHUNK` frames at a time."""
+    count = total = total_sq = 0.0
+    for a in range(t0, t1, _STATS_CHUNK):
+        b = min(a + _STATS_CHUNK, t1)
+        v = _finite_rows(np.asarray(read(a, b), np.float64), source, field, a)
+        seen = np.isfinite(v)
+        v = np.where(seen, v, 0.0)
+        count, total, total_sq = count + seen.sum(0), total + v.sum(0), total_sq + (v * v).sum(0)
+    count = np.asarray(count)
+    if (count < 2).any():
+        col = int(np.flatnonzero(count < 2)[0])
         raise V.ValidationError(source, field, col, "fewer than 2 observed samples in the training segment")
-    mean = np.nanmean(values, axis=0)
-    std = np.nanstd(values, axis=0)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
 
 
 def fit_normalizer(recording: Recording, segment: tuple[int, int]) -> Normalizer:
-    """Per-neuron (and per-behaviour) mean and std over `segment`, ignoring NaN.
+    """Per-neuron (and per-behaviour) mean and std over `segment`, ignoring NaN, in time chunks.
 
     Raises:
-      ValidationError: naming the column (in ``row``) of a neuron with < 2 observed training samples.
+      ValidationError: naming the column (in ``row``) of a neuron with < 2 observed training samples, or
+        the frame of an infinite value.
     """
     t0, t1 = segment
-    traces = np.asarray(recording.traces[t0:t1], np.float32)
-    mean, std = _nan_stats(traces, recording.source, "traces")
+    mean, std = _moments(lambda a, b: recording.traces[a:b], t0, t1, recording.source, "traces")
     if recording.behaviour is not None:
-        beh_mean, beh_std = _nan_stats(recording.behaviour[t0:t1], recording.source, "behaviour")
+        beh_mean, beh_std = _moments(lambda a, b: recording.behaviour[a:b], t0, t1, recording.source, "behaviour")
     else:
         beh_mean = beh_std = np.zeros((0,), np.float32)
     return Normalizer(mean, std, beh_mean, beh_std)
@@ -96,7 +114,8 @@ def fit_normalizer(recording: Recording, segment: tuple[int, int]) -> Normalizer
 def window(recording: Recording, norm: Normalizer, t0: int, length: int) -> Batch:
     """One window ``[t0, t0 + length)`` as a batch of size 1."""
     t1 = t0 + length
-    raw = (np.asarray(recording.traces[t0:t1], np.float32) - norm.mean) / norm.std
+    traces = _finite_rows(np.asarray(recording.traces[t0:t1], np.float32), recording.source, "traces", t0)
+    raw = (traces - norm.mean) / norm.std
     x_mask = np.isfinite(raw)
     stim = recording.stimulus[t0:t1] if recording.stimulus is not None else np.zeros((length, 0), np.float32)
     if recording.behaviour is not None:
