@@ -42,7 +42,11 @@ def make_mesh(space: int = 1, devices: list | None = None) -> Mesh:
 
 
 def shard_locations(tree: Any, mesh: Mesh, n_locations: int) -> Any:
-    """Place arrays with a leading axis of length `n_locations` split along ``space``; replicate the rest."""
+    """Place arrays with a leading axis of length `n_locations` split along ``space``; replicate the rest.
+
+    The rule is by shape, so an array that only happens to have L rows (e.g. per-neuron when N == L) is
+    split too: that changes the layout, never a result.
+    """
 
     def place(x):
         x = jnp.asarray(x)

@@ -114,12 +114,8 @@ def register_by_position(recording: Recording, connectome: Connectome, *, tol_um
     pairs = tree.sparse_distance_matrix(
         scipy.spatial.cKDTree(recording.positions), max_distance=tol_um, output_type="ndarray"
     )
-    # sparse_distance_matrix omits exact-zero distances; query those explicitly.
-    zero_d, zero_i = tree.query(recording.positions, k=1, distance_upper_bound=tol_um)
-    exact = np.flatnonzero(zero_d == 0)
-    neuron_idx = np.concatenate([pairs["i"], zero_i[exact]]).astype(np.int64)
-    source_idx = np.concatenate([pairs["j"], exact]).astype(np.int64)
-    dist = np.concatenate([pairs["v"], np.zeros(len(exact))])
+    # The "ndarray" output keeps exact-zero distances (a coo/dok matrix would drop them).
+    neuron_idx, source_idx, dist = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64), pairs["v"]
     order = np.lexsort((neuron_idx, source_idx, dist))
     neuron = np.full((nr,), -1, np.int64)
     distance = np.full((nr,), np.nan, np.float32)
