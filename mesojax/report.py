@@ -115,7 +115,9 @@ def _figure_forecast(results: dict[str, Any], path: str) -> None:
     for name, m in results["forecast"].items():
         ax.plot(m["horizons"], m["r2"], marker="o" if name == "model" else ".",
                 lw=2.5 if name == "model" else 1, label=name)
-    ax.set(xlabel="forecast horizon (frames)", ylabel="R² (test)", title="held-out forecasts")
+    lowest = min(min(m["r2"]) for m in results["forecast"].values())
+    ax.set_ylim(bottom=max(lowest, -1.0) - 0.05)  # a diverging forecaster would flatten all the others
+    ax.set(xlabel="forecast horizon (frames)", ylabel="R² (test; clipped at -1)", title="held-out forecasts")
     ax.legend(fontsize=8)
     _save_figure(fig, path)
 
