@@ -175,16 +175,18 @@ def behaviour_scores(exp: Any, params: model.Params, temps: model.Temperatures) 
     return result
 
 
-def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params) -> tuple[dict[str, Any], dict]:
-    """Every evaluation of the fitted model (see the module docstring).
+def forecasts(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
+              fitted: dict[str, tuple]) -> dict[str, dict[str, np.ndarray]]:
+    """Held-out forecast metrics of the model (soft and discretised) and of the `fitted` baselines.
+
+    Every forecaster is scored from the same start frames: baselines skip the model's extra warm-up.
 
     Returns:
-      ``(results, partition)``: a JSON-ready dict, and the hard partition of :func:`partition`.
+      ``name -> metrics.forecast_metrics(...)`` for :data:`MODEL_KEYS` and every baseline.
     """
     spec, inputs = exp.spec, exp.inputs
     temps = final_temperatures(config)
     test_x = normalised_traces(exp, "test")
-    train_x = normalised_traces(exp, "train")
     horizons = range(1, config.eval.horizons + 1)
     window = config.eval.warmup + spec.history
     forecast = {}
@@ -196,8 +198,7 @@ def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params) 
             horizons=horizons, stride=config.eval.stride, exog=stimulus(exp, "test"), rollout=model_rollout,
             fill=np.zeros(spec.n_neurons, np.float32),
         )
-    for name, (forecaster, bparams) in fit_baselines(config, exp, train_x).items():
-        # Baselines start from the same frames as the model: skip the model's extra warm-up frames.
+    for name, (forecaster, bparams) in fitted.items():
         skip = window - forecaster.history
         if skip < 0:
             raise ValueError(f"eval config: field 'warmup' = {config.eval.warmup} gives the model a shorter "
@@ -206,6 +207,18 @@ def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params) 
             forecaster.step, bparams, test_x[skip:], history=forecaster.history, horizons=horizons,
             stride=config.eval.stride,
         )
+    return forecast
+
+
+def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params) -> tuple[dict[str, Any], dict]:
+    """Every evaluation of the fitted model (see the module docstring).
+
+    Returns:
+      ``(results, partition)``: a JSON-ready dict, and the hard partition of :func:`partition`.
+    """
+    spec, inputs = exp.spec, exp.inputs
+    temps = final_temperatures(config)
+    forecast = forecasts(config, exp, params, fit_baselines(config, exp, normalised_traces(exp, "train")))
     results: dict[str, Any] = {
         "forecast": {name: {k: np.asarray(v).tolist() for k, v in m.items()
                             if k in ("horizons", "mse", "r2", "r2_median", "n_starts")}
@@ -219,7 +232,7 @@ def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params) 
     baseline_names = [n for n in forecast if n not in MODEL_KEYS]
     results["beats_all_baselines"] = {
         str(h): bool(all(forecast["model"]["mse"][k] < forecast[n]["mse"][k] for n in baseline_names))
-        for k, h in enumerate(horizons)
+        for k, h in enumerate(forecast["model"]["horizons"].tolist())
     }
     return results, part
 

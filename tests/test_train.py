@@ -82,6 +82,23 @@ def test_every_config_trains_on_tiny_data(tmp_path, name):
     assert (tmp_path / "checkpoints").is_dir()
 
 
+def test_a_model_that_predicts_no_change_scores_exactly_like_persistence():
+    """Evaluation alignment: with zero output gain the model is persistence, frame for frame."""
+    cfg = short(1)
+    exp = train.prepare(cfg, train.make_mesh(1, jax.devices()[:1]))
+    params = train.model.init(jax.random.key(0), exp.spec, exp.inputs)
+    pairs = params.interface.pairs
+    still = params._replace(interface=params.interface._replace(
+        pairs=pairs._replace(log_gain_out=pairs.log_gain_out - 1e4)))  # exp(-1e4) = 0: y = x[t]
+    fitted = train.evaluate.fit_baselines(cfg, exp,
+                                          train.evaluate.normalised_traces(exp, "train"))
+    fitted = {"persistence": fitted["persistence"]}
+    fc = train.evaluate.forecasts(cfg, exp, still, fitted)
+    np.testing.assert_array_equal(fc["model"]["n_starts"], fc["persistence"]["n_starts"])
+    np.testing.assert_allclose(fc["model"]["mse"], fc["persistence"]["mse"], rtol=1e-5)
+    np.testing.assert_allclose(fc["model"]["r2"], fc["persistence"]["r2"], rtol=1e-4, atol=1e-6)
+
+
 def _params(state):
     return jax.tree.map(np.asarray, jax.device_get(state.params))
 
