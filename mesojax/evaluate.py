@@ -2,16 +2,16 @@
 
 All forecasts are scored by :func:`mesojax.metrics.forecast_metrics` on the held-out test segment, in
 normalised units (per-neuron z-scores from the training segment), at horizons ``1..config.eval.horizons``.
-The fitted model enters as a forecaster like the baselines: its ``step`` reads a window of
-``warmup + H`` observed frames, runs teacher-forced through them (building the recurrent filter state
-from zero) and predicts the next frame; multi-step forecasts feed predictions back.
+The fitted model is scored by the same function with its own rollout (:func:`model_rollout`): from a
+window of ``warmup + H`` observed frames, fed teacher-forced (building the recurrent filter state from
+zero), it forecasts freely with the recorded stimulus. Every forecaster starts at the same frames.
 
 On phantoms the partition is compared with the planted truth: domain ARI against module instances,
 Hungarian matching of filters to motif types, and filters in use against the planted K.
 
 Example (see ``tests/test_train.py`` for a full run)::
 
-    results = evaluate(config, experiment, params)
+    results, partition = evaluate(config, experiment, params)
     results["forecast"]["model"]["r2"]      # [horizons]
 """
 

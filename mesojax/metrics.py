@@ -211,7 +211,8 @@ def forecast_metrics(
     if exog is None:
         allz = np.zeros((len(ally), 0), np.float32)
     else:
-        zs = [np.asarray(z, np.float32).reshape(len(z), -1) for z in (exog if isinstance(exog, (list, tuple)) else [exog])]
+        parts = exog if isinstance(exog, (list, tuple)) else [exog]
+        zs = [np.asarray(z, np.float32).reshape(len(z), -1) for z in parts]
         if [len(z) for z in zs] != [len(x) for x in xs]:
             raise V.ValidationError(src, "exog", None, "exog must have one row per frame of every recording")
         allz = np.concatenate(zs)

@@ -135,7 +135,9 @@ class TrainState(NamedTuple):
     opt_state: Any
 
 
-def init_state(config: ml_collections.ConfigDict, exp: Experiment, optimizer: optax.GradientTransformation) -> TrainState:
+def init_state(
+    config: ml_collections.ConfigDict, exp: Experiment, optimizer: optax.GradientTransformation
+) -> TrainState:
     """Fresh parameters and optimiser state from ``config.seed``."""
     c = exp.connectome
     strength = c.strength[:, 0] if c.strength is not None else c.synapse_weight("count")

@@ -256,8 +256,10 @@ def parse_points(source: str, field: str, values: np.ndarray) -> np.ndarray:
     # Error path only: find the first malformed row.
     for row, cell in enumerate(values):
         parts = cell.translate(cleaner).split()
+        ok = len(parts) == 3
         try:
-            ok = len(parts) == 3 and [float(p) for p in parts] is not None
+            for part in parts:
+                float(part)
         except ValueError:
             ok = False
         if not ok:

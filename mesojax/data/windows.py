@@ -61,7 +61,9 @@ class Batch(NamedTuple):
 def split_time(n_timesteps: int, fractions: Sequence[float]) -> dict[str, tuple[int, int]]:
     """Contiguous ``[start, stop)`` frame ranges for train / val / test with the given fractions."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise V.ValidationError("split", "fractions", None, f"need 3 non-negative fractions summing to 1, got {fractions}")
+        raise V.ValidationError(
+            "split", "fractions", None, f"need 3 non-negative fractions summing to 1, got {fractions}"
+        )
     edges = np.round(np.cumsum([0.0, *fractions]) * n_timesteps).astype(int)
     return {name: (int(edges[k]), int(edges[k + 1])) for k, name in enumerate(("train", "val", "test"))}
 
