@@ -142,10 +142,12 @@ def truth_recovery(part: dict[str, np.ndarray], truth: Any, n_filters: int) -> d
     }
 
 
-def behaviour_scores(exp: Any, params: model.Params, temps: model.Temperatures) -> dict[str, Any]:
+def behaviour_scores(exp: Any, params: model.Params, temps: model.Temperatures,
+                     train_x: np.ndarray) -> dict[str, Any]:
     """The readout's behaviour forecasts on the test segment vs a decoder with the same information.
 
-    The model predicts behaviour at t+1 from the neurons up to t; the reference ridge (continuous) /
+    `train_x` is the normalised training segment (NaN allowed). The model predicts behaviour at t+1
+    from the neurons up to t; the reference ridge (continuous) /
     LDA (modes) decoder maps ``x[t] -> behaviour[t+1]``, fitted on the training segment. Both are scored
     on the same test frames.
     """
@@ -156,7 +158,7 @@ def behaviour_scores(exp: Any, params: model.Params, temps: model.Temperatures) 
     (t0, t1), (tr0, tr1) = exp.segments["test"], exp.segments["train"]
     x = np.nan_to_num(normalised_traces(exp, "test"))
     outs = one_step_predictions(spec, params, exp.inputs, temps, jnp.asarray(x), jnp.asarray(stimulus(exp, "test")))
-    train_x = np.nan_to_num(normalised_traces(exp, "train"))
+    train_x = np.nan_to_num(train_x)
     result: dict[str, Any] = {}
     if spec.n_behaviour:
         beh = (rec.behaviour[t0:t1] - norm.beh_mean) / norm.beh_std
@@ -186,7 +188,7 @@ def forecasts(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
     """
     spec, inputs = exp.spec, exp.inputs
     temps = final_temperatures(config)
-    test_x = normalised_traces(exp, "test")
+    test_x, test_stim = normalised_traces(exp, "test"), stimulus(exp, "test")
     horizons = range(1, config.eval.horizons + 1)
     window = config.eval.warmup + spec.history
     forecast = {}
@@ -195,7 +197,7 @@ def forecasts(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
         # Missing inputs are filled with 0 (the training mean in normalised units); NaN targets are masked.
         forecast[name] = metrics.forecast_metrics(
             spec, (p, context(spec, p, inputs, temps), inputs, temps), test_x, history=window,
-            horizons=horizons, stride=config.eval.stride, exog=stimulus(exp, "test"), rollout=model_rollout,
+            horizons=horizons, stride=config.eval.stride, exog=test_stim, rollout=model_rollout,
             fill=np.zeros(spec.n_neurons, np.float32),
         )
     for name, (forecaster, bparams) in fitted.items():
@@ -218,7 +220,8 @@ def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params) 
     """
     spec, inputs = exp.spec, exp.inputs
     temps = final_temperatures(config)
-    forecast = forecasts(config, exp, params, fit_baselines(config, exp, normalised_traces(exp, "train")))
+    train_x = normalised_traces(exp, "train")  # read once: baselines and the behaviour decoder
+    forecast = forecasts(config, exp, params, fit_baselines(config, exp, train_x))
     results: dict[str, Any] = {
         "forecast": {name: {k: np.asarray(v).tolist() for k, v in m.items()
                             if k in ("horizons", "mse", "r2", "r2_median", "n_starts")}
@@ -228,7 +231,7 @@ def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params) 
     results["partition"] = {"usage": part["usage"].tolist(), "n_filters": spec.n_filters}
     if exp.truth is not None:
         results["truth"] = truth_recovery(part, exp.truth, spec.n_filters)
-    results["behaviour"] = behaviour_scores(exp, params, temps)
+    results["behaviour"] = behaviour_scores(exp, params, temps, train_x)
     baseline_names = [n for n in forecast if n not in MODEL_KEYS]
     results["beats_all_baselines"] = {
         str(h): bool(all(forecast["model"]["mse"][k] < forecast[n]["mse"][k] for n in baseline_names))
