@@ -204,7 +204,8 @@ def hard_partition(a: jax.Array, inputs: AssignInputs) -> tuple[jax.Array, jax.A
     """The discrete partition: each neuron's (location, filter) with the largest weight, and its weight.
 
     Returns:
-      ``(location [N], filter [N], confidence [N])``; location is -1 for neurons with no candidate.
+      ``(location [N], filter [N], confidence [N])``; location and filter are -1 (confidence 0) for
+      neurons with no candidate.
     """
     n, c, b = a.shape
     flat = a.reshape(n, c * b)
@@ -212,4 +213,4 @@ def hard_partition(a: jax.Array, inputs: AssignInputs) -> tuple[jax.Array, jax.A
     cand, filt = best // b, best % b
     loc = jnp.take_along_axis(inputs.candidates, cand[:, None], axis=1)[:, 0]
     has = inputs.candidate_mask.any(-1)
-    return jnp.where(has, loc, -1), filt, jnp.max(flat, axis=-1)
+    return jnp.where(has, loc, -1), jnp.where(has, filt, -1), jnp.where(has, jnp.max(flat, axis=-1), 0.0)

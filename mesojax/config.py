@@ -12,6 +12,10 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from typing import Any
+
 import ml_collections
 
 from mesojax import losses
@@ -23,7 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "phantom"  # "phantom"
+    c.data.source = "phantom"  # "phantom" or "celegans" (whose fields configs/celegans.py adds)
     c.data.preset = "tiny"  # mesojax.data.synthetic.preset name
     c.data.seed = 0
     # PhantomConfig fields to override (None keeps the preset's value); settable from the command line.
@@ -56,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1000
+    c.train.hard_steps = 0  # final steps with the discretised architecture fixed (0: none)
 
     c.anneal = ml_collections.ConfigDict()
     c.anneal.steps = c.train.get_ref("steps")  # steps over which temperatures go from start to end
@@ -71,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.mode = "joint"  # or "alternating" (Supplement A)
     c.optim.alternate_every = 50
     c.optim.lr_scale = ml_collections.ConfigDict(dict(assign=3.0))
+    c.optim.freeze = ()  # groups that never update (mesojax.optim.GROUPS)
+    # Architecture search ends here; the last train.hard_steps steps train the discretised filters.
+    c.optim.arch_steps = c.train.get_ref("steps") - c.train.get_ref("hard_steps")
 
     c.train.batch_windows = 8
     c.train.rollout = 6  # R predicted frames per window
@@ -85,6 +93,37 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.baselines = ("persistence", "mean", "ar", "ridge_var", "masked_var", "mlp")
     c.eval.mlp_steps = 1500
 
+    # Held-out animals (celegans): refit interfaces and assignment on a frozen basis (mesojax.transfer).
+    c.transfer = ml_collections.ConfigDict()
+    c.transfer.animals = ()
+    c.transfer.steps = 300
+
     c.mesh = ml_collections.ConfigDict()
     c.mesh.space = 1  # devices along the location axis; the rest split the batch
     return c
+
+
+def load_config_file(path: str | os.PathLike, arg: str | None = None, **overrides: Any) -> ml_collections.ConfigDict:
+    """``get_config(arg)`` of a config file, with dotted-name overrides (as ``--config.x=y`` would set).
+
+    Example:
+        >>> cfg = load_config_file("configs/phantom_tiny.py", **{"train.steps": 5})  # doctest: +SKIP
+        >>> cfg.train.steps, cfg.optim.total_steps                                     # doctest: +SKIP
+        (5, 5)
+
+    Raises:
+      KeyError: an override names a field the config does not have (the config stays locked).
+    """
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"{path}: not a Python config file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config(arg)
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = cfg
+        for name in parents:
+            node = node[name]
+        node[leaf] = value
+    return cfg

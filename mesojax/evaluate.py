@@ -77,24 +77,49 @@ def connectome_mask(exp: Any) -> np.ndarray:
     return np.asarray(exp.connectome.weighted().toarray().T > 0)
 
 
-def fit_baselines(config: ml_collections.ConfigDict, exp: Any, train_x: np.ndarray) -> dict[str, tuple]:
+def group_columns(exp: Any) -> list[np.ndarray]:
+    """The neuron columns of every group (animal) of the experiment's circuit, in group order."""
+    return [np.flatnonzero(exp.neuron_group == g) for g in range(len(exp.group_names))]
+
+
+def fit_baselines(config: ml_collections.ConfigDict, exp: Any, train_x: np.ndarray,
+                  columns: np.ndarray | None = None) -> dict[str, tuple]:
     """Fit every configured baseline on the normalised training traces: ``name -> (forecaster, params)``.
 
     Autoregressive baselines see as many frames as the model's input (order / history ``H``).
+
+    Args:
+      columns: the neurons to fit on (default: all). Baselines of a disjoint union are fitted per group,
+        so that no baseline weight joins two independent animals.
     """
     out = {}
     h = exp.spec.history
+    cols = np.arange(train_x.shape[1]) if columns is None else np.asarray(columns)
     for name in config.eval.baselines:
         opts: dict[str, Any] = {}
         if name in ("ar", "ridge_var", "masked_var"):
             opts["order"] = h
         if name == "masked_var":
-            opts["mask"] = connectome_mask(exp)
+            opts["mask"] = connectome_mask(exp)[np.ix_(cols, cols)]
         if name == "mlp":
             opts.update(history=h, steps=config.eval.mlp_steps, seed=config.seed)
         forecaster = baselines.make_baseline(name, **opts)
-        out[name] = (forecaster, forecaster.fit(train_x))
+        out[name] = (forecaster, forecaster.fit(train_x[:, cols]))
     return out
+
+
+_PER_NEURON = ("mse_per_neuron", "r2_per_neuron", "sse_per_neuron", "sst_per_neuron", "count_per_neuron")
+
+
+def _merge_columns(parts: list[tuple[np.ndarray, dict]], n: int) -> dict[str, np.ndarray]:
+    """Forecast metrics of column subsets (one :func:`metrics.forecast_metrics` run each) as one result."""
+    first = parts[0][1]
+    merged = {k: np.full((len(first["horizons"]), n), np.nan) for k in _PER_NEURON}
+    for cols, m in parts:
+        for k in _PER_NEURON:
+            merged[k][:, cols] = m[k]
+    merged.update(horizons=first["horizons"], n_starts=first["n_starts"])
+    return dict(metrics.pool_neurons(merged, np.arange(n)), **merged)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -127,7 +152,7 @@ def truth_recovery(part: dict[str, np.ndarray], truth: Any, n_filters: int) -> d
     """Domain ARI vs planted instances, Hungarian filter↔motif match, filters used vs planted K."""
     domain = part["location"].astype(np.int64) * n_filters + part["filter"]
     match = metrics.match_filters_to_motifs(part["filter"], truth.motif)
-    used = metrics.filters_used(np.bincount(part["filter"], minlength=n_filters).astype(float))
+    used = metrics.filters_used(np.bincount(part["filter"][part["filter"] >= 0], minlength=n_filters).astype(float))
     planted_k = int(len(np.unique(truth.motif)))
     return {
         "domain_ari": metrics.adjusted_rand_index(truth.instance, domain),
@@ -142,14 +167,39 @@ def truth_recovery(part: dict[str, np.ndarray], truth: Any, n_filters: int) -> d
     }
 
 
+def _binary(values: np.ndarray) -> bool:
+    finite = values[np.isfinite(values)]
+    return bool(finite.size) and bool(np.isin(finite, (0.0, 1.0)).all())
+
+
+def _behaviour_table(names: list[str], truth: np.ndarray, pred: dict[str, np.ndarray],
+                     raw: Any) -> dict[str, Any]:
+    """R² pooled over targets and per target for each predictor; balanced accuracy of 0/1 targets."""
+    out: dict[str, Any] = {f"{who}_r2": float(metrics.r2_score(truth, p)) for who, p in pred.items()}
+    per = {}
+    for k, name in enumerate(names):
+        entry = {f"{who}_r2": float(metrics.r2_score(truth[:, k], p[:, k])) for who, p in pred.items()}
+        if raw is not None and _binary(raw[0][:, k]):  # a 0/1 target (e.g. reversal): threshold at 0.5
+            mean, std, true01 = raw[1][k], raw[2][k], raw[0][:, k]
+            known = np.isfinite(true01)
+            for who, p in pred.items():
+                label = (p[:, k] * std + mean >= 0.5).astype(int)
+                entry[f"{who}_balanced_accuracy"] = metrics.balanced_accuracy(true01[known].astype(int), label[known])
+        per[name] = entry
+    out["targets"] = per
+    return out
+
+
 def behaviour_scores(exp: Any, params: model.Params, temps: model.Temperatures,
                      train_x: np.ndarray) -> dict[str, Any]:
     """The readout's behaviour forecasts on the test segment vs a decoder with the same information.
 
     `train_x` is the normalised training segment (NaN allowed). The model predicts behaviour at t+1
-    from the neurons up to t; the reference ridge (continuous) /
-    LDA (modes) decoder maps ``x[t] -> behaviour[t+1]``, fitted on the training segment. Both are scored
-    on the same test frames.
+    from the neurons up to t; the reference ridge (continuous) / LDA (modes) decoder maps
+    ``x[t] -> behaviour[t+1]`` from the same group's neurons, fitted on the training segment. Both are
+    scored on the same test frames: R² pooled over targets (``model_r2``, ``linear_decoder_r2``) and per
+    target (``targets``), with balanced accuracy for 0/1 targets (a prediction ≥ 0.5 counts as 1). A
+    disjoint union also gets the same per group under ``groups``.
     """
     rec, norm, spec = exp.recording, exp.norm, exp.spec
     if spec.n_behaviour == 0 and spec.n_modes == 0:
@@ -161,30 +211,49 @@ def behaviour_scores(exp: Any, params: model.Params, temps: model.Temperatures,
     train_x = np.nan_to_num(train_x)
     result: dict[str, Any] = {}
     if spec.n_behaviour:
-        beh = (rec.behaviour[t0:t1] - norm.beh_mean) / norm.beh_std
+        raw_test = np.asarray(rec.behaviour[t0:t1], np.float64)
+        beh = (raw_test - norm.beh_mean) / norm.beh_std
         train_beh = (rec.behaviour[tr0:tr1] - norm.beh_mean) / norm.beh_std
-        dec = metrics.linear_decoder(train_x[:-1], train_beh[1:])
-        result["model_r2"] = float(metrics.r2_score(beh[h:], np.asarray(outs.behaviour)))
-        result["linear_decoder_r2"] = float(metrics.r2_score(beh[h:], metrics.decode(dec, x[h - 1:-1])))
+        decoded = np.full(beh[h:].shape, np.nan)
+        groups = [(cols, np.flatnonzero(exp.behaviour_group == g)) for g, cols in enumerate(group_columns(exp))]
+        for cols, ks in groups:
+            if ks.size:
+                dec = metrics.linear_decoder(train_x[:-1, cols], train_beh[1:, ks])
+                decoded[:, ks] = metrics.decode(dec, x[h - 1:-1, cols])
+        pred = {"model": np.asarray(outs.behaviour), "linear_decoder": decoded}
+        names = list(rec.behaviour_names)
+        raw = (raw_test[h:], norm.beh_mean, norm.beh_std)
+        result.update(_behaviour_table(names, beh[h:], pred, raw))
+        if len(groups) > 1:
+            result["groups"] = {
+                exp.group_names[g]: _behaviour_table(
+                    [names[k] for k in ks], beh[h:][:, ks], {w: p[:, ks] for w, p in pred.items()},
+                    (raw[0][:, ks], raw[1][ks], raw[2][ks]))
+                for g, (_, ks) in enumerate(groups) if ks.size
+            }
     if spec.n_modes:
         modes = rec.modes[t0:t1][h:]
         known = modes >= 0
         dec = metrics.linear_decoder(train_x[:-1], rec.modes[tr0 + 1:tr1], discrete=True)
-        for name, pred in (("model", np.asarray(jnp.argmax(outs.mode_logits, -1))),
-                           ("linear_decoder", metrics.decode(dec, x[h - 1:-1]))):
-            result[f"{name}_mode_accuracy"] = metrics.accuracy(modes[known], pred[known])
-            result[f"{name}_mode_balanced_accuracy"] = metrics.balanced_accuracy(modes[known], pred[known])
+        for name, pred_modes in (("model", np.asarray(jnp.argmax(outs.mode_logits, -1))),
+                                 ("linear_decoder", metrics.decode(dec, x[h - 1:-1]))):
+            result[f"{name}_mode_accuracy"] = metrics.accuracy(modes[known], pred_modes[known])
+            result[f"{name}_mode_balanced_accuracy"] = metrics.balanced_accuracy(modes[known], pred_modes[known])
     return result
 
 
 def forecasts(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
-              fitted: dict[str, tuple]) -> dict[str, dict[str, np.ndarray]]:
+              fitted: list[dict[str, tuple]]) -> dict[str, dict[str, np.ndarray]]:
     """Held-out forecast metrics of the model (soft and discretised) and of the `fitted` baselines.
 
     Every forecaster is scored from the same start frames: baselines skip the model's extra warm-up.
 
+    Args:
+      fitted: per group (:func:`group_columns`), the :func:`fit_baselines` of its columns.
+
     Returns:
-      ``name -> metrics.forecast_metrics(...)`` for :data:`MODEL_KEYS` and every baseline.
+      ``name -> metrics.forecast_metrics(...)`` over all neurons (per-neuron entries included, so any
+      subset can be pooled with :func:`metrics.pool_neurons`), for :data:`MODEL_KEYS` and every baseline.
     """
     spec, inputs = exp.spec, exp.inputs
     temps = final_temperatures(config)
@@ -200,20 +269,40 @@ def forecasts(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
             horizons=horizons, stride=config.eval.stride, exog=test_stim, rollout=model_rollout,
             fill=np.zeros(spec.n_neurons, np.float32),
         )
-    for name, (forecaster, bparams) in fitted.items():
-        skip = window - forecaster.history
-        if skip < 0:
-            raise ValueError(f"eval config: field 'warmup' = {config.eval.warmup} gives the model a shorter "
-                             f"window than baseline {name!r} needs ({forecaster.history} frames)")
-        forecast[name] = metrics.forecast_metrics(
-            forecaster.step, bparams, test_x[skip:], history=forecaster.history, horizons=horizons,
-            stride=config.eval.stride,
-        )
+    columns = group_columns(exp)
+    for name in fitted[0]:
+        parts = []
+        for cols, group_fitted in zip(columns, fitted):
+            forecaster, bparams = group_fitted[name]
+            skip = window - forecaster.history
+            if skip < 0:
+                raise ValueError(f"eval config: field 'warmup' = {config.eval.warmup} gives the model a shorter "
+                                 f"window than baseline {name!r} needs ({forecaster.history} frames)")
+            parts.append((cols, metrics.forecast_metrics(
+                forecaster.step, bparams, test_x[skip:, cols], history=forecaster.history, horizons=horizons,
+                stride=config.eval.stride,
+            )))
+        forecast[name] = _merge_columns(parts, spec.n_neurons)
     return forecast
+
+
+def _forecast_table(forecast: dict[str, dict], columns: np.ndarray | None = None) -> dict[str, Any]:
+    """JSON-ready pooled forecast metrics (over `columns`, default all) and whether the model beats
+    every baseline by MSE at each horizon."""
+    keys = ("horizons", "mse", "r2", "r2_median", "n_starts")
+    pooled = {n: (m if columns is None else metrics.pool_neurons(m, columns)) for n, m in forecast.items()}
+    table = {n: {k: np.asarray(v).tolist() for k, v in m.items() if k in keys} for n, m in pooled.items()}
+    others = [n for n in pooled if n not in MODEL_KEYS]
+    beats = {str(h): bool(all(pooled["model"]["mse"][k] < pooled[n]["mse"][k] for n in others))
+             for k, h in enumerate(np.asarray(pooled["model"]["horizons"]).tolist())}
+    return {"forecast": table, "beats_all_baselines": beats}
 
 
 def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params) -> tuple[dict[str, Any], dict]:
     """Every evaluation of the fitted model (see the module docstring).
+
+    A disjoint union of several animals is also scored per animal under ``groups`` (forecasts pooled
+    over that animal's neurons; its behaviour), with baselines fitted per animal throughout.
 
     Returns:
       ``(results, partition)``: a JSON-ready dict, and the hard partition of :func:`partition`.
@@ -221,22 +310,21 @@ def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params) 
     spec, inputs = exp.spec, exp.inputs
     temps = final_temperatures(config)
     train_x = normalised_traces(exp, "train")  # read once: baselines and the behaviour decoder
-    forecast = forecasts(config, exp, params, fit_baselines(config, exp, train_x))
-    results: dict[str, Any] = {
-        "forecast": {name: {k: np.asarray(v).tolist() for k, v in m.items()
-                            if k in ("horizons", "mse", "r2", "r2_median", "n_starts")}
-                     for name, m in forecast.items()},
-    }
+    columns = group_columns(exp)
+    fitted = [fit_baselines(config, exp, train_x, cols) for cols in columns]
+    forecast = forecasts(config, exp, params, fitted)
+    results: dict[str, Any] = dict(_forecast_table(forecast))
     part = partition(spec, params, inputs, temps)
     results["partition"] = {"usage": part["usage"].tolist(), "n_filters": spec.n_filters}
     if exp.truth is not None:
         results["truth"] = truth_recovery(part, exp.truth, spec.n_filters)
     results["behaviour"] = behaviour_scores(exp, params, temps, train_x)
-    baseline_names = [n for n in forecast if n not in MODEL_KEYS]
-    results["beats_all_baselines"] = {
-        str(h): bool(all(forecast["model"]["mse"][k] < forecast[n]["mse"][k] for n in baseline_names))
-        for k, h in enumerate(forecast["model"]["horizons"].tolist())
-    }
+    if len(columns) > 1:
+        results["groups"] = {
+            exp.group_names[g]: dict(_forecast_table(forecast, cols),
+                                     behaviour=results["behaviour"].get("groups", {}).get(exp.group_names[g], {}))
+            for g, cols in enumerate(columns)
+        }
     return results, part
 
 

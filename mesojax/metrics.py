@@ -175,8 +175,9 @@ def forecast_metrics(
     Returns:
       dict of numpy arrays: ``horizons [K]``, ``mse [K]`` (pooled over neurons and starts), ``r2 [K]``
       (pooled), ``r2_median [K]`` (median over neurons of per-neuron R²), ``mse_per_neuron [K, N]``,
-      ``r2_per_neuron [K, N]`` (NaN where a neuron has < 2 targets or zero SST), ``n_targets [K]``
-      (finite targets scored) and ``n_starts`` (``[]``).
+      ``r2_per_neuron [K, N]`` (NaN where a neuron has < 2 targets or zero SST), the sums behind them
+      ``sse_per_neuron``, ``sst_per_neuron``, ``count_per_neuron`` ``[K, N]`` (for :func:`pool_neurons`),
+      ``n_targets [K]`` (finite targets scored) and ``n_starts`` (``[]``).
 
     Raises:
       ValidationError: bad horizons/stride/shapes, or no recording long enough for ``H + h_max`` frames.
@@ -257,9 +258,36 @@ def forecast_metrics(
         "r2_median": r2_median,
         "mse_per_neuron": mse_n,
         "r2_per_neuron": r2_n,
+        "sse_per_neuron": sse,
+        "sst_per_neuron": sst,
+        "count_per_neuron": count,
         "n_targets": tot.astype(np.int64),
         "n_starts": np.asarray(starts.size),
     }
+
+
+def pool_neurons(m: dict[str, np.ndarray], columns: np.ndarray) -> dict[str, np.ndarray]:
+    """Pooled forecast metrics of a subset of neurons, from :func:`forecast_metrics`' per-neuron sums.
+
+    ``mse = Σ_{i∈cols} SSE_i / Σ n_i`` and ``R² = 1 - Σ SSE_i / Σ SST_i`` per horizon, exactly what
+    :func:`forecast_metrics` reports when run on those columns alone (SST around each neuron's own mean).
+
+    Args:
+      m: a :func:`forecast_metrics` result.
+      columns: ``[n]`` neuron indices (or an ``[N]`` boolean mask).
+
+    Returns:
+      dict with ``horizons``, ``mse``, ``r2``, ``r2_median``, ``n_targets``, ``n_starts``.
+    """
+    sse, sst, count = (np.asarray(m[k])[:, columns] for k in ("sse_per_neuron", "sst_per_neuron", "count_per_neuron"))
+    r2_n = np.asarray(m["r2_per_neuron"])[:, columns]
+    tot = count.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mse = np.where(tot > 0, sse.sum(1) / np.maximum(tot, 1), np.nan)
+        r2 = 1.0 - sse.sum(1) / sst.sum(1)
+        r2_median = np.array([np.nanmedian(r) if np.isfinite(r).any() else np.nan for r in r2_n])
+    return {"horizons": m["horizons"], "mse": mse, "r2": r2, "r2_median": r2_median,
+            "n_targets": tot.astype(np.int64), "n_starts": m["n_starts"]}
 
 
 # ----------------------------------------------------------------------------- partitions

@@ -8,12 +8,18 @@ delivered in) to ``x̂[t+1]``::
     v[µ,b], r'  = filter_b( [u[µ,b], s[t+1]], r[µ,b] )                        basis filter   [M]
     y[µ,b,k]    = decode_µb( v[µ,b], x[t, members(µ)] )                        interface out  [K]
     x̂[t+1, i]  = Σ_(c,b) a[i,c,b] · y[cand(i,c), b, slot(i,c)]                 domain mixing
-    ŷ_beh[t+1]  = Σ_(µ,b) σ(ρ[µ,b]) · v[µ,b] W_b / L_real + c                  behaviour readout f*
+    ŷ_beh[t+1]  = Σ_(µ∈g,b) σ(ρ[µ,b]) · v[µ,b] W_b / L_g + c                    behaviour readout f*
 
 ``H' = H`` (+1 when the synaptic layer adds its drive as an extra channel), ``r`` is each pair's
 recurrent filter state (passed in and returned). The same code is ``vmap``-ped over filters and
 locations; sharding the location axis shards the work. Locations added only to pad L to a multiple of
 the device count are masked out of every sum, so padding never changes a result.
+
+Neurons without a position (no candidate pair, e.g. unidentified point sources of a real recording)
+are predicted from their own history by a per-neuron linear fallback ``x̂_i = Σ_h w[i,h] x[h,i] + c_i``,
+initialised to persistence. Several independent circuits (animals) can share one model as a disjoint
+union, like a batch of graphs: every location belongs to one *group* ``g`` (animal), and a behaviour
+target of group g pools only g's locations (``L_g`` real ones).
 
 :func:`rollout` runs the step with ``lax.scan``: teacher-forced (observed values fed back) for the
 first ``n_teacher`` steps, free-running (predictions fed back) after, which is both the multi-step
@@ -45,6 +51,7 @@ class ModelSpec:
       n_behaviour: Kc continuous behaviour targets.
       n_modes: number of discrete behaviour modes (0: none).
       use_synapses: add the connectome drive as an input channel.
+      n_groups: independent circuits in a disjoint union (1: one circuit); behaviour pools per group.
       basis: the filter family (``n_in = M·H' + S``, ``n_out = M``).
       interface, assign: sub-specs.
     """
@@ -63,6 +70,7 @@ class ModelSpec:
     basis: basis.BasisSpec
     interface: interface.InterfaceSpec
     assign: assign.AssignSpec
+    n_groups: int = 1
 
     @property
     def n_channels(self) -> int:
@@ -83,11 +91,15 @@ def make_spec(
     n_behaviour: int = 0,
     n_modes: int = 0,
     use_synapses: bool = False,
+    n_groups: int = 1,
     basis_kwargs: dict | None = None,
     interface_kwargs: dict | None = None,
     assign_kwargs: dict | None = None,
 ) -> ModelSpec:
     """Build a consistent :class:`ModelSpec` (derives the filter input width)."""
+    if n_groups < 1 or (n_modes and n_groups > 1):
+        raise ValueError(f"model spec: n_groups = {n_groups} must be ≥ 1, and 1 with discrete modes "
+                         f"(n_modes = {n_modes}): give each group's modes as continuous 0/1 targets")
     n_in = n_ports * (history + int(use_synapses)) + n_stimulus
     return ModelSpec(
         n_neurons=n_neurons, n_locations=n_locations, n_members=n_members, n_candidates=n_candidates,
@@ -98,6 +110,7 @@ def make_spec(
             n_ports=n_ports, n_features=n_features, n_filters=n_filters, **(interface_kwargs or {})
         ),
         assign=assign.AssignSpec(n_filters=n_filters, **(assign_kwargs or {})),
+        n_groups=n_groups,
     )
 
 
@@ -110,6 +123,8 @@ class ModelInputs(NamedTuple):
       assign: :class:`mesojax.assign.AssignInputs` (the same tables' arrays, plus offsets and features).
       member_features: ``[L, K, F]`` features of every sphere slot (for the port embedding).
       syn_pre, syn_post: ``[E]`` synapse endpoints (``[0]`` without the synaptic layer).
+      location_group: ``[L]`` int32 group (circuit) of each location.
+      behaviour_group: ``[Kc]`` int32 group whose locations each behaviour target reads.
     """
 
     tables: spatial.SpatialTables
@@ -117,6 +132,8 @@ class ModelInputs(NamedTuple):
     member_features: jax.Array
     syn_pre: jax.Array
     syn_post: jax.Array
+    location_group: jax.Array
+    behaviour_group: jax.Array
 
 
 def build_inputs(
@@ -127,6 +144,8 @@ def build_inputs(
     syn_pre: np.ndarray | None = None,
     syn_post: np.ndarray | None = None,
     cell_types: tuple[str, ...] | None = None,
+    location_group: np.ndarray | None = None,
+    behaviour_group: np.ndarray | None = None,
 ) -> ModelInputs:
     """Assemble :class:`ModelInputs` from spatial tables and per-neuron features (host side, once).
 
@@ -141,6 +160,9 @@ def build_inputs(
       syn_pre, syn_post: ``[E]`` synapse endpoints for the synaptic layer (None: no synapses).
       cell_types: the vocabulary of types (default: sorted unique of `cell_type`), fixed across data
         sets when a basis is transferred.
+      location_group: ``[L]`` group of each location (default: all 0, one circuit).
+      behaviour_group: ``[Kc]`` group of each behaviour target (default: empty; only read when there
+        are several groups).
 
     Returns:
       :class:`ModelInputs` of jax arrays.
@@ -165,12 +187,15 @@ def build_inputs(
         member_mask=dev.member_mask,
     )
     empty = np.zeros((0,), np.int32)
+    n_loc = tables.members.shape[0]
     return ModelInputs(
         tables=dev,
         assign=ai,
         member_features=jnp.asarray(member_features),
         syn_pre=jnp.asarray(empty if syn_pre is None else syn_pre, jnp.int32),
         syn_post=jnp.asarray(empty if syn_post is None else syn_post, jnp.int32),
+        location_group=jnp.asarray(np.zeros(n_loc) if location_group is None else location_group, jnp.int32),
+        behaviour_group=jnp.asarray(empty if behaviour_group is None else behaviour_group, jnp.int32),
     )
 
 
@@ -186,6 +211,14 @@ class Readout(NamedTuple):
     b_mode: jax.Array
 
 
+class Fallback(NamedTuple):
+    """Per-neuron linear self-prediction ``x̂_i = Σ_h weight[i,h] x[h,i] + bias[i]`` for neurons without
+    a candidate pair (weights ``[N, H]``, oldest frame first; biases ``[N]``)."""
+
+    weight: jax.Array
+    bias: jax.Array
+
+
 class Params(NamedTuple):
     """All trainable parameters, grouped for the optimiser."""
 
@@ -195,6 +228,7 @@ class Params(NamedTuple):
     assign: assign.AssignParams
     synapses: synapses.SynapseParams | None
     readout: Readout
+    fallback: Fallback
 
 
 class Temperatures(NamedTuple):
@@ -257,6 +291,9 @@ def init(
                            int(np.asarray(inputs.tables.location_mask).sum())),
         synapses=syn,
         readout=readout,
+        # Persistence to start with: the fallback only learns where neurons have no candidate.
+        fallback=Fallback(jnp.zeros((spec.n_neurons, spec.history), jnp.float32).at[:, -1].set(1.0),
+                          jnp.zeros((spec.n_neurons,), jnp.float32)),
     )
 
 
@@ -323,17 +360,26 @@ def step(
     )  # y [L, B, K], v [L, B, M]
 
     # Mix: x̂[i] = Σ_(c,b) a[i,c,b] y[cand(i,c), b, slot(i,c)] = Σ_c z[cand, slot] with z = Σ_b w·y in
-    # the location layout (a pure gather back to neurons); neurons without candidates persist.
+    # the location layout (a pure gather back to neurons); neurons without candidates use the fallback.
     z = jnp.sum(ctx.member_weight * jnp.moveaxis(y, 1, 2), axis=-1)  # [L, K]
     mixed = spatial.scatter_to_neurons(z, tables.candidate_mask.astype(z.dtype), tables)
-    x_next = jnp.where(tables.candidate_mask.any(-1), mixed, x_hist[-1])
+    fb = params.fallback
+    own = jnp.sum(fb.weight.T * x_hist[-spec.history:], axis=0) + fb.bias
+    x_next = jnp.where(tables.candidate_mask.any(-1), mixed, own)
 
     ro = params.readout
-    real = tables.location_mask.astype(v.dtype)[:, None, None]
-    gate = jax.nn.sigmoid(ro.pair_logit)[..., None] * real  # [L, B, 1]; padded locations excluded
-    pooled = jnp.sum(gate * v, axis=0) / jnp.maximum(jnp.sum(real), 1.0)  # [B, M]
-    behaviour = (jnp.einsum("bm,bmk->k", pooled, ro.w_beh) + ro.b_beh) if spec.n_behaviour else jnp.zeros((0,))
-    mode_logits = (jnp.einsum("bm,bmk->k", pooled, ro.w_mode) + ro.b_mode) if spec.n_modes else jnp.zeros((0,))
+    real = tables.location_mask.astype(v.dtype)
+    gate = jax.nn.sigmoid(ro.pair_logit)[..., None] * real[:, None, None]  # [L, B, 1]; padding excluded
+    group_sum = jax.ops.segment_sum(gate * v, inputs.location_group, num_segments=spec.n_groups)
+    group_size = jax.ops.segment_sum(real, inputs.location_group, num_segments=spec.n_groups)
+    pooled = group_sum / jnp.maximum(group_size, 1.0)[:, None, None]  # [G, B, M]
+    # One circuit: every target reads group 0 (behaviour_group may be left empty).
+    target_group = inputs.behaviour_group if spec.n_groups > 1 else jnp.zeros((spec.n_behaviour,), jnp.int32)
+    behaviour = (
+        jnp.einsum("kbm,bmk->k", pooled[target_group], ro.w_beh) + ro.b_beh
+        if spec.n_behaviour else jnp.zeros((0,))
+    )
+    mode_logits = (jnp.einsum("bm,bmk->k", pooled[0], ro.w_mode) + ro.b_mode) if spec.n_modes else jnp.zeros((0,))
     return Step(x_next, y, behaviour, mode_logits), new_state
 
 

@@ -5,7 +5,11 @@ clipped (global norm within the group) and runs Adam with its own peak rate
 (``learning_rate × lr_scale[group]``) on a shared warm-up + cosine schedule. With
 ``mode="alternating"`` (Supplement A) the *basis* groups (filters, their architectures, synapses,
 readout) and the *domain* groups (assignment, interfaces) take turns: each is updated for
-``alternate_every`` steps while the other is frozen (no update, Adam moments kept).
+``alternate_every`` steps while the other is frozen (no update, Adam moments kept). Groups named in
+``freeze`` never update: a basis transferred to a new circuit keeps its filters (``freeze=("basis",
+"arch")``) while interfaces and assignment are refit. The ``arch`` group stops at step
+``arch_steps`` (when set): training then goes on with the discretised architecture fixed
+(``train.hard_steps``), so the reported soft and hard models coincide.
 
 Example:
     >>> import ml_collections, jax.numpy as jnp
@@ -25,9 +29,9 @@ import optax
 
 from mesojax import model
 
-GROUPS = ("basis", "arch", "interface", "assign", "synapses", "readout")
+GROUPS = ("basis", "arch", "interface", "assign", "synapses", "readout", "fallback")
 BASIS_PHASE = ("basis", "arch", "synapses", "readout")
-DOMAIN_PHASE = ("interface", "assign")
+DOMAIN_PHASE = ("interface", "assign", "fallback")
 MODES = ("joint", "alternating")
 
 
@@ -87,16 +91,21 @@ def make_optimizer(cfg: Any) -> optax.GradientTransformation:
 
     Args:
       cfg: fields ``learning_rate``, ``warmup_steps``, ``total_steps``, ``clip_norm``, ``mode``
-        ("joint" / "alternating"), ``alternate_every``, ``lr_scale`` (group → multiplier).
+        ("joint" / "alternating"), ``alternate_every``, ``lr_scale`` (group → multiplier), and
+        optionally ``freeze`` (groups that never update) and ``arch_steps`` (the ``arch`` group
+        updates only for the first ``arch_steps`` steps; None: always).
 
     Returns:
       An ``optax.GradientTransformation`` over :class:`mesojax.model.Params`.
     """
     if cfg.mode not in MODES:
         raise ValueError(f"optim config: field 'mode' must be one of {MODES}, got {cfg.mode!r}")
-    unknown = set(cfg.lr_scale) - set(GROUPS)
-    if unknown:
-        raise ValueError(f"optim config: field 'lr_scale' names unknown groups {sorted(unknown)}; have {GROUPS}")
+    frozen = tuple(cfg.get("freeze", ()) or ())
+    for field, names in (("lr_scale", cfg.lr_scale), ("freeze", frozen)):
+        unknown = set(names) - set(GROUPS)
+        if unknown:
+            raise ValueError(f"optim config: field '{field}' names unknown groups {sorted(unknown)}; have {GROUPS}")
+    arch_steps = cfg.get("arch_steps", None)
     decay_steps = max(int(cfg.total_steps), int(cfg.warmup_steps) + 1)
     if cfg.warmup_steps > 0:
         schedule = optax.warmup_cosine_decay_schedule(
@@ -108,11 +117,15 @@ def make_optimizer(cfg: Any) -> optax.GradientTransformation:
 
     def group(name: str) -> optax.GradientTransformation:
         peak = cfg.learning_rate * cfg.lr_scale.get(name, 1.0)
-        if cfg.mode == "joint":
+        if name in frozen:
+            active = lambda count: jnp.bool_(False)  # noqa: E731
+        elif cfg.mode == "joint":
             active = lambda count: jnp.bool_(True)  # noqa: E731
         else:
             in_basis = name in BASIS_PHASE
             active = lambda count: basis_turn(cfg, count) == in_basis  # noqa: E731
+        if name == "arch" and arch_steps is not None:
+            active = lambda count, on=active: on(count) & (count < arch_steps)  # noqa: E731
         inner = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.scale_by_adam())
         return _group(inner, lambda count: peak * schedule(count), active)
 

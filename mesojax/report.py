@@ -56,12 +56,17 @@ def filter_descriptions(spec: model.ModelSpec, params: model.Params) -> list[str
 
 
 def partition_rows(exp: Any, part: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """One dict per neuron: id, position, location, filter, confidence (+ truth on phantoms)."""
+    """One dict per neuron: id, position, location, filter, confidence (+ truth on phantoms).
+
+    x, y, z are "" (an empty CSV field) for unplaced neurons (position unknown).
+    """
     c = exp.connectome
+    placed = c.placed
     rows = []
     for i in range(c.n_neurons):
+        x, y, z = (float(v) for v in c.xyz[i]) if placed[i] else ("", "", "")
         row = {
-            "neuron_id": c.ids[i].item(), "x": float(c.xyz[i, 0]), "y": float(c.xyz[i, 1]), "z": float(c.xyz[i, 2]),
+            "neuron_id": c.ids[i].item(), "x": x, "y": y, "z": z,
             "cell_type": str(c.cell_type[i]), "location": int(part["location"][i]),
             "filter": int(part["filter"][i]), "confidence": round(float(part["confidence"][i]), 4),
         }
@@ -92,10 +97,11 @@ def motif_map(exp: Any, part: dict[str, np.ndarray], results: dict[str, Any]) ->
 
 
 def _figure_domains(exp: Any, part: dict[str, np.ndarray], path: str) -> None:
-    xyz = exp.connectome.xyz
+    placed = exp.connectome.placed  # unplaced neurons (position unknown) are not drawn
+    xyz = exp.connectome.xyz[placed]
     fig = plt.figure(figsize=(6, 5))
     ax = fig.add_subplot(projection="3d")
-    sc = ax.scatter(xyz[:, 0], xyz[:, 1], xyz[:, 2], c=part["filter"], cmap="tab10", s=6,
+    sc = ax.scatter(xyz[:, 0], xyz[:, 1], xyz[:, 2], c=np.asarray(part["filter"])[placed], cmap="tab10", s=6,
                     vmin=0, vmax=max(9, int(part["filter"].max())))
     ax.set(xlabel="x µm", ylabel="y µm", zlabel="z µm", title="functional domains (colour = filter)")
     fig.colorbar(sc, ax=ax, shrink=0.6, label="filter")

@@ -28,7 +28,13 @@ Everything downstream is a pure gather: :func:`gather_members` (``[N, ...] -> [L
 
 Every neuron inside the lattice's bounding box lies in at least one sphere when ``d >= √3 s`` (the
 farthest point of a lattice cell is ``√3 s / 2`` from its nearest corner); the default ``s = d / 2``
-satisfies this. A neuron in no sphere is an error, never silently dropped.
+satisfies this. A placed neuron in no sphere is an error, never silently dropped.
+
+Neurons whose position is unknown ("unplaced": an all-NaN row of ``xyz``, see
+:attr:`mesojax.data.Connectome.placed`) keep their row ``i`` in every ``[N, ...]`` table but are in no
+sphere: ``candidate_mask[i]`` is all False (``candidates``/``candidate_slot`` 0-padded), they never
+appear in ``members``, and :func:`scatter_to_neurons` gives them 0. Detect them downstream with
+``~tables.candidate_mask.any(-1)``. A partly-NaN or infinite position is still an error.
 
 Example:
     >>> import numpy as np
@@ -54,6 +60,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from mesojax.data import validation as V
+from mesojax.data.connectome import check_positions
 
 # A lattice larger than this is almost surely a unit mistake (nm vs µm); refuse rather than exhaust memory.
 _MAX_LATTICE_POINTS = 20_000_000
@@ -167,6 +174,19 @@ def _check_points(source: str, field: str, xyz: Any) -> np.ndarray:
     return xyz.astype(np.float32, copy=False)
 
 
+def _check_neuron_points(source: str, field: str, xyz: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`_check_points` but all-NaN rows (unplaced neurons) are allowed.
+
+    Returns:
+      ``(xyz [N, 3] float32, placed [N] bool)``.
+    """
+    V.check_numeric(source, field, xyz)
+    xyz = np.asarray(xyz)
+    V.check_shape(source, field, xyz, (None, 3))
+    placed = check_positions(source, field, xyz)
+    return xyz.astype(np.float32, copy=False), placed
+
+
 def _check_spec(spec: GridSpec) -> None:
     d, s = float(spec.diameter_um), spec.stride
     if not (np.isfinite(d) and d > 0):
@@ -186,14 +206,15 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def build_grid(xyz: np.ndarray, spec: GridSpec, *, source: str = "build_grid") -> Grid:
-    """Lattice of sphere centres over the bounding box of `xyz`, keeping spheres that hold a neuron.
+    """Lattice of sphere centres over the bounding box of the placed `xyz`, keeping spheres that hold one.
 
     Per axis the lattice is ``µ = start + k·s``, ``k = 0..n-1``, with ``n = ⌈(max - min) / s⌉ + 1``
     and ``start`` chosen to centre it on the box (or, with ``spec.origin``, the integer ``k`` range
-    covering the box). A sphere is kept iff some neuron has ``|x_i - µ| <= d / 2``.
+    covering the box). A sphere is kept iff some neuron has ``|x_i - µ| <= d / 2``. Unplaced neurons
+    (all-NaN rows) are ignored.
 
     Args:
-      xyz: ``[N, 3]`` neuron positions in µm.
+      xyz: ``[N, 3]`` neuron positions in µm (all-NaN row = position unknown).
       spec: the grid parameters.
       source: named in errors.
 
@@ -206,9 +227,15 @@ def build_grid(xyz: np.ndarray, spec: GridSpec, *, source: str = "build_grid") -
         (4, 10.0, 10.0)
     """
     _check_spec(spec)
-    xyz = _check_points(source, "xyz", xyz)
+    xyz, placed = _check_neuron_points(source, "xyz", xyz)
     if xyz.shape[0] == 0:
         raise V.ValidationError(source, "xyz", None, "no neurons: cannot lay a grid over an empty tissue")
+    if not placed.any():
+        raise V.ValidationError(
+            source, "xyz", None,
+            f"no neurons with a known position (all {xyz.shape[0]} rows are NaN): cannot lay a grid",
+        )
+    xyz = xyz[placed]
     s, r = spec.stride, spec.radius
     lo, hi = xyz.min(0).astype(np.float64), xyz.max(0).astype(np.float64)
     if spec.origin is None:
@@ -346,8 +373,14 @@ def build_tables(
     Synapses go to a sphere by position (``syn_xyz``) or, without positions, when both ``pre`` and
     ``post`` neurons are members there.
 
+    Unplaced neurons (all-NaN rows of ``xyz``) are members of no sphere and have no candidates
+    (``candidate_mask[i]`` all False, ``candidates[i]`` and ``candidate_slot[i]`` 0); the tables of the
+    placed neurons are exactly those of ``xyz[placed]`` with neuron indices mapped back to rows of
+    ``xyz``. Without ``syn_xyz``, a synapse touching an unplaced neuron is therefore in no sphere; with
+    ``syn_xyz`` a synapse goes by its own position whatever its endpoints.
+
     Args:
-      xyz: ``[N, 3]`` neuron positions in µm.
+      xyz: ``[N, 3]`` neuron positions in µm (all-NaN row = position unknown).
       grid: from :func:`build_grid` (normally on the same ``xyz``).
       syn_xyz: ``[E, 3]`` synapse positions in µm, or None.
       pre, post: ``[E]`` endpoint neuron indices; used when ``syn_xyz`` is None.
@@ -361,8 +394,8 @@ def build_tables(
       :class:`SpatialTables` with ``L`` padded to ``grid.spec.location_multiple``.
 
     Raises:
-      ValidationError: a neuron lies in no sphere (gap in coverage, or a neuron outside the grid), or a
-        width exceeds its ``max_*``.
+      ValidationError: a placed neuron lies in no sphere (gap in coverage, or a neuron outside the grid),
+        a position is partly NaN or infinite, or a width exceeds its ``max_*``.
 
     Example:
         >>> xyz = np.array([[0, 0, 0], [5, 0, 0], [30, 0, 0]], np.float32)
@@ -370,15 +403,23 @@ def build_tables(
         >>> t.members[t.member_mask].tolist(), t.synapses[t.synapse_mask].tolist()
         ([0, 1, 1, 0, 2, 2], [0, 0])
     """
-    xyz = _check_points(source, "xyz", xyz)
+    xyz, placed = _check_neuron_points(source, "xyz", xyz)
+    all_placed = bool(placed.all())  # the common case: no copies
+    if not all_placed:
+        xyz = np.where(placed[:, None], xyz, np.float32(0))  # NaN-free; unplaced rows are never members
     n = xyz.shape[0]
     spec = grid.spec
     l_real = grid.n_locations
     l_pad = _round_up(max(l_real, 1), spec.location_multiple)
     centers = grid.centers.astype(np.float32)
 
-    # Members, grouped by location, by distance then id.
-    loc, nid = _ball_pairs(xyz, centers, grid.radius, sort_by_distance=True, chunk=chunk)
+    # Members, grouped by location, by distance then id: query the placed neurons only and map their
+    # indices back to rows of xyz (monotone, so the id tie-break is unchanged).
+    placed_rows = None if all_placed else np.flatnonzero(placed).astype(np.int32)
+    points = xyz if all_placed else xyz[placed_rows]
+    loc, nid = _ball_pairs(points, centers, grid.radius, sort_by_distance=True, chunk=chunk)
+    if not all_placed:
+        nid = placed_rows[nid]
     m_counts = np.bincount(loc, minlength=l_pad)
     k = _table_width(m_counts, max_members, spec.width_multiple, source=source, field="members",
                      what="neurons in one sphere")
@@ -386,8 +427,9 @@ def build_tables(
 
     # Candidates: the same pairs regrouped by neuron; a stable sort keeps locations ascending.
     c_counts = np.bincount(nid, minlength=n)
-    if n and (c_counts == 0).any():
-        row = int(np.flatnonzero(c_counts == 0)[0])
+    uncovered = placed & (c_counts == 0)
+    if uncovered.any():
+        row = int(np.flatnonzero(uncovered)[0])
         raise V.ValidationError(
             source, "xyz", row,
             f"neuron at {xyz[row].tolist()} lies in no sphere of the grid (diameter {spec.diameter_um}, "
@@ -501,6 +543,8 @@ def scatter_to_neurons(y: jax.Array, weights: jax.Array | None, tables: SpatialT
     r"""Combine per-location outputs back onto neurons through their candidates (a gather, not a scatter).
 
     .. math:: x_i = \sum_c m_{ic}\, w_{ic}\, y[\mathrm{cand}_{ic}, \mathrm{slot}_{ic}]
+
+    A neuron with no candidate (unplaced: ``candidate_mask[i]`` all False) gets 0.
 
     Args:
       y: ``[L, K, ...]`` per-location, per-member values.

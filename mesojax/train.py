@@ -27,8 +27,8 @@ import optax
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mesojax import checkpoint, evaluate, features, losses, model, optim, report, spatial
-from mesojax.data import Connectome, Recording, synthetic, windows
+from mesojax import basis, checkpoint, evaluate, features, losses, model, optim, report, spatial, transfer
+from mesojax.data import Connectome, Recording, celegans, synthetic, union, windows
 
 # ----------------------------------------------------------------------------------------------- setup
 
@@ -64,6 +64,30 @@ def shard_batch(batch: windows.Batch, mesh: Mesh) -> windows.Batch:
 # ------------------------------------------------------------------------------------------------ data
 
 
+class Data(NamedTuple):
+    """A data source as the model sees it.
+
+    Attributes:
+      connectome: the circuit, one neuron per recorded source (neurons without a position allowed).
+      recording: registered 1:1 to the circuit.
+      truth: ``synthetic.GroundTruth`` for phantoms, else None.
+      group_names: the independent circuits (animals) of a disjoint union; one name otherwise.
+      neuron_group: ``[N]`` group of every neuron.
+      behaviour_group: ``[Kc]`` group of every behaviour target.
+      cell_types: the cell-type vocabulary of the model's inputs (fixed across animals), or None.
+      reports: what loading excluded or repaired, per file.
+    """
+
+    connectome: Connectome
+    recording: Recording
+    truth: Any
+    group_names: tuple[str, ...]
+    neuron_group: np.ndarray
+    behaviour_group: np.ndarray
+    cell_types: tuple[str, ...] | None = None
+    reports: dict | None = None
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Experiment:
     """Everything fixed before training: data, splits, spatial tables, features, model spec and inputs."""
@@ -78,20 +102,63 @@ class Experiment:
     feature_names: tuple[str, ...]
     spec: model.ModelSpec
     inputs: model.ModelInputs
+    group_names: tuple[str, ...] = ("all",)
+    neuron_group: np.ndarray | None = None
+    behaviour_group: np.ndarray | None = None
+    reports: dict = dataclasses.field(default_factory=dict)
 
 
-def load_data(cfg: ml_collections.ConfigDict) -> tuple[Connectome, Recording, Any]:
-    """The configured data source as ``(connectome, recording registered 1:1 to it, truth or None)``."""
+SOURCES = ("phantom", "celegans")
+
+
+def load_celegans(cfg: ml_collections.ConfigDict) -> Data:
+    """The configured C. elegans animals as one disjoint-union circuit (see :mod:`mesojax.data.union`).
+
+    Each animal's identified neurons (label confidence ≥ ``cfg.confidence``) are registered by name to
+    the connectome ``cfg.connectome`` and its atlas positions; unidentified ones are kept without
+    position. Behaviour targets are ``cfg.behaviour`` plus reversal (a 0/1 column) per animal.
+    """
+    data = celegans.load_dataset(cfg.path, cfg.connectome, uids=list(cfg.animals), confidence=cfg.confidence,
+                                 behaviour=tuple(cfg.behaviour))
+    parts, reports = [], dict(data.reports)
+    for uid, rec in data.recordings.items():
+        circuit, rec, rep = union.source_circuit(rec, data.connectome)
+        parts.append((uid, circuit, rec))
+        reports[uid] = reports[uid].merge(rep)
+    u = union.disjoint_union(parts, gap_um=cfg.gap_um)
+    vocab = tuple(sorted(set(data.connectome.cell_type.tolist()) | {union.UNIDENTIFIED}))
+    return Data(u.connectome, u.recording, None, u.names, u.neuron_group, u.behaviour_group, vocab, reports)
+
+
+def load_data(cfg: ml_collections.ConfigDict) -> Data:
+    """The configured data source (``cfg.source``, one of :data:`SOURCES`)."""
     if cfg.source == "phantom":
         overrides = {k: v for k, v in cfg.overrides.items() if v is not None}
         phantom = synthetic.make_phantom(synthetic.preset(cfg.preset, seed=cfg.seed, **overrides))
-        return phantom.circuit.connectome, phantom.recording, phantom.truth
-    raise ValueError(f"data config: field 'source' = {cfg.source!r} is not one of ('phantom',)")
+        rec = phantom.recording
+        n_beh = 0 if rec.behaviour is None else rec.behaviour.shape[1]
+        return Data(phantom.circuit.connectome, rec, phantom.truth, ("phantom",),
+                    np.zeros(rec.n_sources, np.int32), np.zeros(n_beh, np.int32))
+    if cfg.source == "celegans":
+        return load_celegans(cfg)
+    raise ValueError(f"data config: field 'source' = {cfg.source!r} is not one of {SOURCES}")
+
+
+def _location_groups(tables: spatial.SpatialTables, neuron_group: np.ndarray) -> np.ndarray:
+    """The group of every location: that of its members (a union's spheres never mix groups)."""
+    first = np.where(tables.member_mask.any(1), neuron_group[tables.members[:, 0]], 0)
+    mixed = tables.member_mask & (neuron_group[tables.members] != first[:, None])
+    if mixed.any():
+        loc = int(np.flatnonzero(mixed.any(1))[0])
+        raise ValueError(f"location {loc} holds neurons of two groups: increase data.gap_um beyond the sphere "
+                         "diameter")
+    return first.astype(np.int32)
 
 
 def prepare(config: ml_collections.ConfigDict, mesh: Mesh) -> Experiment:
     """Load data, split time, normalise, build the grid, tables and features, and the model inputs."""
-    connectome, recording, truth = load_data(config.data)
+    data = load_data(config.data)
+    connectome, recording = data.connectome, data.recording
     segments = windows.split_time(recording.n_timesteps, tuple(config.data.split))
     norm = windows.fit_normalizer(recording, segments["train"])
     grid_spec = spatial.GridSpec(
@@ -109,6 +176,8 @@ def prepare(config: ml_collections.ConfigDict, mesh: Mesh) -> Experiment:
     inputs = model.build_inputs(
         tables, features.standardize(np.log1p(np.maximum(raw, 0.0))), connectome.cell_type,
         syn_pre=connectome.pre if use_syn else None, syn_post=connectome.post if use_syn else None,
+        cell_types=data.cell_types, location_group=_location_groups(tables, data.neuron_group),
+        behaviour_group=data.behaviour_group,
     )
     n_beh = 0 if recording.behaviour is None else recording.behaviour.shape[1]
     n_modes = len(recording.mode_names) if recording.modes is not None else 0
@@ -118,10 +187,11 @@ def prepare(config: ml_collections.ConfigDict, mesh: Mesh) -> Experiment:
         n_neurons=connectome.n_neurons, n_locations=tables.members.shape[0], n_members=tables.members.shape[1],
         n_candidates=tables.candidates.shape[1], n_features=inputs.member_features.shape[-1],
         n_filters=mc.n_filters, n_ports=mc.n_ports, history=mc.history, n_stimulus=n_stim,
-        n_behaviour=n_beh, n_modes=n_modes, use_synapses=use_syn,
+        n_behaviour=n_beh, n_modes=n_modes, use_synapses=use_syn, n_groups=len(data.group_names),
         basis_kwargs=dict(mc.basis), interface_kwargs=dict(mc.interface), assign_kwargs=dict(mc.assign),
     )
-    return Experiment(connectome, recording, truth, segments, norm, grid, tables, names, spec, inputs)
+    return Experiment(connectome, recording, data.truth, segments, norm, grid, tables, names, spec, inputs,
+                      data.group_names, data.neuron_group, data.behaviour_group, data.reports or {})
 
 
 # ----------------------------------------------------------------------------------------------- state
@@ -135,13 +205,19 @@ class TrainState(NamedTuple):
     opt_state: Any
 
 
-def init_state(
-    config: ml_collections.ConfigDict, exp: Experiment, optimizer: optax.GradientTransformation
-) -> TrainState:
-    """Fresh parameters and optimiser state from ``config.seed``."""
+def init_params(config: ml_collections.ConfigDict, exp: Experiment) -> model.Params:
+    """Fresh parameters from ``config.seed``."""
     c = exp.connectome
     strength = c.strength[:, 0] if c.strength is not None else c.synapse_weight("count")
-    params = model.init(jax.random.key(config.seed), exp.spec, exp.inputs, syn_strength=strength, syn_sign=c.sign)
+    return model.init(jax.random.key(config.seed), exp.spec, exp.inputs, syn_strength=strength, syn_sign=c.sign)
+
+
+def init_state(
+    config: ml_collections.ConfigDict, exp: Experiment, optimizer: optax.GradientTransformation,
+    params: model.Params | None = None,
+) -> TrainState:
+    """Step 0: `params` (default :func:`init_params`) and a fresh optimiser state."""
+    params = init_params(config, exp) if params is None else params
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
 
@@ -244,8 +320,11 @@ def _truncate_metrics(path: str, last_step: int) -> None:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | None = None,
-          mesh: Mesh | None = None) -> tuple[Experiment, TrainState]:
-    """Train (or resume) and return the experiment and the final state; writes checkpoints and metrics."""
+          mesh: Mesh | None = None, params: model.Params | None = None) -> tuple[Experiment, TrainState]:
+    """Train (or resume) and return the experiment and the final state; writes checkpoints and metrics.
+
+    `params` replaces the fresh initialisation (e.g. a transferred basis, :mod:`mesojax.transfer`).
+    """
     os.makedirs(workdir, exist_ok=True)
     mesh = make_mesh(config.mesh.space) if mesh is None else mesh
     exp = prepare(config, mesh) if exp is None else exp
@@ -255,7 +334,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | Non
         raise ValueError(f"train config: field 'batch_windows' = {tc.batch_windows} must be a multiple of "
                          f"the data-parallel device count {mesh.shape['data']}")
     optimizer = optim.make_optimizer(config.optim)
-    fresh = shard_locations(init_state(config, exp, optimizer), mesh, exp.spec.n_locations)
+    fresh = shard_locations(init_state(config, exp, optimizer, params), mesh, exp.spec.n_locations)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
     state = restore_or_init(ckpt, fresh, config)
     train_step = make_train_step(config, exp, optimizer)
@@ -264,8 +343,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | Non
     start = int(state.step)
     _truncate_metrics(metrics_path, start)
     t_last, s_last = time.time(), start
+    hard_from = tc.steps - tc.hard_steps if tc.hard_steps > 0 else None
+    if hard_from is not None and not 0 <= hard_from < tc.steps:
+        raise ValueError(f"train config: field 'hard_steps' = {tc.hard_steps} must be below steps = {tc.steps}")
     with open(metrics_path, "a") as log:
         for step in range(start, tc.steps):
+            if step == hard_from:
+                # End of the architecture search: the filters train on with their hard architecture
+                # (the optimiser's arch group stops here too, optim.arch_steps).
+                hard = basis.discretize(state.params.arch)
+                state = state._replace(params=state.params._replace(arch=hard))
+                logging.info("step %d: architectures discretised; %d steps with them fixed", step, tc.hard_steps)
             batch = windows.sample_batch(exp.recording, exp.norm, exp.segments["train"], length=length,
                                          n_windows=tc.batch_windows, seed=config.seed, step=step)
             state, metrics = train_step(state, shard_batch(batch, mesh))
@@ -292,9 +380,39 @@ def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | Non
     return exp, state
 
 
+def run_transfer(config: ml_collections.ConfigDict, workdir: str, trained: model.Params,
+                 source: Experiment) -> dict[str, Any]:
+    """Refit every held-out animal of ``config.transfer.animals`` on the frozen basis (see
+    :mod:`mesojax.transfer`); evaluate and report each in ``<workdir>/transfer/<animal>/`` (resumable).
+
+    Returns:
+      ``animal -> evaluation results`` (as :func:`mesojax.evaluate.evaluate`).
+    """
+    results = {}
+    for animal in config.transfer.animals:
+        cfg = transfer.transfer_config(config, animal)
+        mesh = make_mesh(cfg.mesh.space)
+        exp = prepare(cfg, mesh)
+        start = transfer.transfer_params(trained, init_params(cfg, exp), source.recording.behaviour_names,
+                                         exp.recording.behaviour_names)
+        folder = os.path.join(workdir, "transfer", animal)
+        logging.info("transfer to held-out animal %s: basis frozen, %d steps", animal, cfg.train.steps)
+        exp, state = train(cfg, folder, exp, mesh, params=start)
+        results[animal], part = evaluate.evaluate(cfg, exp, state.params)
+        # Checked, not assumed: the filters after refitting are the trained ones, bit for bit.
+        same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), (trained.basis, trained.arch),
+                            (state.params.basis, state.params.arch))
+        results[animal]["basis_frozen"] = all(jax.tree.leaves(same))
+        report.write(folder, cfg, exp, state.params, results[animal], part)
+    return results
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Train, evaluate and write the report; returns the evaluation metrics."""
+    """Train, evaluate and write the report (and transfer to held-out animals when configured);
+    returns the evaluation metrics (held-out animals under ``"transfer"``)."""
     exp, state = train(config, workdir)
     results, part = evaluate.evaluate(config, exp, state.params)
+    if config.get("transfer") is not None and config.transfer.animals:
+        results["transfer"] = run_transfer(config, workdir, state.params, exp)
     report.write(workdir, config, exp, state.params, results, part)
     return results

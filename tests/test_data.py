@@ -1,6 +1,8 @@
 """Tests for the core data model: Connectome, Recording, validation and registration."""
 
+import dataclasses
 import doctest
+import warnings
 
 import networkx as nx
 import numpy as np
@@ -111,6 +113,9 @@ BASE = dict(ids=[1, 2, 3], xyz=np.zeros((3, 3)), cell_type=["a", "b", "c"], pre=
         (dict(ids=[1, 2, 1]), "ids", 2, "duplicate value 1 (first seen at row 0)"),
         (dict(xyz=[[0, 0, 0], [0, np.nan, 0], [0, 0, 0]]), "xyz", 1, "non-finite"),
         (dict(xyz=[[0, 0, 0], [0, 0, 0], [np.inf, 0, 0]]), "xyz", 2, "non-finite"),
+        (dict(xyz=[[0, 0, 0], [np.nan, np.nan, 0], [np.nan] * 3]), "xyz", 1, "non-finite"),
+        (dict(xyz=[[np.nan] * 3, [0, 0, 0], [np.inf] * 3]), "xyz", 2, "non-finite"),
+        (dict(xyz=[[np.nan] * 3, [np.nan, np.nan, np.inf], [0, 0, 0]]), "xyz", 1, "non-finite"),
         (dict(xyz=np.zeros((3, 2))), "xyz", None, "expected shape [3, 3], got [3, 2]"),
         (dict(xyz=[["a", "b", "c"]] * 3), "xyz", None, "numeric"),
         (dict(pre=[0, 5]), "pre", 1, "out of range"),
@@ -132,6 +137,55 @@ def test_connectome_validation_errors(change, field, row, fragment):
     assert (err.source, err.field, err.row) == ("test.json", field, row), str(err)
     assert fragment in str(err)
     assert str(err).startswith("test.json: field ")
+
+
+def _with_unplaced(c, rows):
+    """`c` with the positions of `rows` made unknown (all-NaN)."""
+    xyz = c.xyz.copy()
+    xyz[rows] = np.nan
+    return dataclasses.replace(c, xyz=xyz)
+
+
+@pytest.mark.parametrize("rows", [[], [0], [3, 7, 29], list(range(30))])
+def test_unplaced_neurons_are_accepted(rows):
+    c = _with_unplaced(random_connectome(), rows)
+    want = np.ones(30, bool)
+    want[rows] = False
+    assert c.placed.dtype == bool
+    np.testing.assert_array_equal(c.placed, want)
+    np.testing.assert_array_equal(np.isnan(c.xyz).all(1), ~want)
+    # select keeps the unknown positions; placed follows the rows.
+    order = np.arange(30)[::-1]
+    np.testing.assert_array_equal(c.select(order).placed, want[order])
+    text = c.summary()
+    assert (f"{len(rows)} unplaced" in text) == bool(rows) and "nan" not in text
+    if len(rows) < 30:  # the extent is over the placed neurons only
+        lo = c.xyz[want].min(0)
+        assert f"x[{lo[0]:.1f}," in text
+
+
+@pytest.mark.parametrize("rows", [[0, 5], list(range(0, 200, 3))])
+def test_ball_never_selects_unplaced_neurons(rows):
+    full = random_connectome(n=200, e=2000, seed=3)
+    c = _with_unplaced(full, rows)
+    center, radius = np.array([50.0, 40.0, 60.0]), 30.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sub, got = c.ball(center, radius)
+    _, want = full.ball(center, radius)
+    np.testing.assert_array_equal(got, np.setdiff1d(want, rows))
+    assert sub.placed.all()
+    # A ball holding everything still leaves the unplaced neurons out.
+    _, every = c.ball(center, 1e6)
+    np.testing.assert_array_equal(every, np.flatnonzero(c.placed))
+
+
+def test_check_positions():
+    xyz = np.array([[0, 0, 0], [np.nan] * 3, [1, 2, 3]], np.float32)
+    assert mesojax.data.connectome.check_positions("s", "xyz", xyz).tolist() == [True, False, True]
+    xyz[2, 1] = np.nan
+    with pytest.raises(ValidationError, match=r"s: field 'xyz', row 2: non-finite value \[1.0, nan, 3.0\]"):
+        mesojax.data.connectome.check_positions("s", "xyz", xyz)
 
 
 @pytest.mark.parametrize(
@@ -288,3 +342,10 @@ def test_register_by_position_conflict_goes_to_the_closer_source():
     assert reg.neuron.tolist() == [-1, 0]
     assert reg.distance_um[1] == 0.0
     assert "claimed by closer sources" in reg.unmatched_reason[0]
+
+
+def test_register_by_position_skips_neurons_without_a_position():
+    c = Connectome(ids=[1, 2, 3], xyz=[[np.nan] * 3, [0, 0, 0], [9, 0, 0]], cell_type=None, pre=[], post=[])
+    r = Recording(traces=np.zeros((2, 2)), timestamps=[0.0, 1.0], positions=[[9.2, 0, 0], [0.1, 0, 0]])
+    reg = register_by_position(r, c, tol_um=1.0)
+    assert reg.neuron.tolist() == [2, 1]  # indices of the full connectome, the unplaced row never matched

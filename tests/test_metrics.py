@@ -100,6 +100,54 @@ def test_nan_target_that_no_start_scores_leaves_metrics_unchanged(ar_data):
     np.testing.assert_allclose(a["r2_per_neuron"], b["r2_per_neuron"], atol=1e-6)
 
 
+def _holey(tests):
+    """The test recordings with missing samples: single targets, a whole frame, and a run of one neuron."""
+    holey = [x.copy() for x in tests]
+    holey[0][20, 1] = np.nan
+    holey[1][44, :] = np.nan
+    holey[1][5:15, 2] = np.nan
+    return holey
+
+
+def _select(params, columns):
+    """Per-neuron baseline parameters (leading axis N) of `columns` only."""
+    return type(params)(*(a[np.asarray(columns)] for a in params))
+
+
+@pytest.mark.parametrize("baseline", ["persistence", "ar"])
+@pytest.mark.parametrize("columns", [[0, 2], [1], np.array([True, False, True])], ids=["pair", "one", "mask"])
+@pytest.mark.parametrize("holes", [False, True], ids=["complete", "nan"])
+def test_pool_neurons_equals_metrics_of_those_columns_alone(ar_data, baseline, columns, holes):
+    f, params, tests = ar_data
+    if baseline == "persistence":
+        f = B.make_baseline("persistence")
+        params = f.fit(tests)
+    traces = _holey(tests) if holes else tests
+    horizons = (1, 3)
+    full = M.forecast_metrics(f.step, params, traces, history=f.history, horizons=horizons)
+    pooled = M.pool_neurons(full, columns)
+    alone = M.forecast_metrics(f.step, _select(params, columns), [x[:, columns] for x in traces],
+                               history=f.history, horizons=horizons)
+    np.testing.assert_array_equal(pooled["horizons"], alone["horizons"])
+    np.testing.assert_array_equal(pooled["n_targets"], alone["n_targets"])
+    assert int(pooled["n_starts"]) == int(alone["n_starts"])
+    for key in ("mse", "r2", "r2_median"):
+        assert np.isfinite(pooled[key]).all(), key
+        np.testing.assert_allclose(pooled[key], alone[key], rtol=1e-5, atol=1e-7, err_msg=key)
+    if holes:
+        clean_full = M.forecast_metrics(f.step, params, tests, history=f.history, horizons=horizons)
+        clean = M.pool_neurons(clean_full, columns)
+        assert (pooled["n_targets"] < clean["n_targets"]).all()
+
+
+def test_pool_neurons_of_all_columns_is_the_pooled_result(ar_data):
+    f, params, tests = ar_data
+    full = M.forecast_metrics(f.step, params, _holey(tests), history=f.history, horizons=(1, 3))
+    pooled = M.pool_neurons(full, np.arange(N))
+    for key in ("mse", "r2", "r2_median", "n_targets"):
+        np.testing.assert_allclose(pooled[key], full[key], rtol=1e-12, err_msg=key)
+
+
 def test_persistence_high_on_random_walk_and_mean_near_zero_on_noise():
     rng = np.random.default_rng(1)
     walk = np.cumsum(rng.normal(size=(2000, 8)), 0).astype(np.float32)

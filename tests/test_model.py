@@ -1,5 +1,8 @@
 """Tests for the model components: interface, assignment, synapses, model step/rollout, losses, optim."""
 
+import importlib.util
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -7,8 +10,10 @@ import numpy as np
 import optax
 import pytest
 
-from mesojax import assign, interface, losses, model, optim, spatial, synapses
-from mesojax.data import windows
+from mesojax import assign, interface, losses, model, optim, spatial, synapses, transfer
+from mesojax.config import base_config
+from mesojax.data import Connectome, Recording, windows
+from mesojax.data.union import disjoint_union
 
 N_FILTERS, N_PORTS, HISTORY = 3, 4, 2
 
@@ -231,6 +236,9 @@ def _batch(setup, n_windows=2, length=HISTORY + 3):
 
 
 def test_loss_terms_logged_and_every_group_gets_gradient(setup, loss_and_grad):
+    """Every group gets a gradient, except the fallback: here every neuron has candidates, so no
+    prediction reads it and its gradient is exactly zero."""
+    assert setup["tables"].candidate_mask.any(1).all()
     (loss, metrics), grads = loss_and_grad(setup["params"], _batch(setup))
     assert set(losses.TERMS) <= set(metrics)
     weights = losses.Weights()
@@ -239,7 +247,8 @@ def test_loss_terms_logged_and_every_group_gets_gradient(setup, loss_and_grad):
         leaves = jax.tree.leaves(getattr(grads, group))
         assert leaves, group
         assert all(np.isfinite(np.asarray(g)).all() for g in leaves), group
-        assert max(float(jnp.abs(g).max()) for g in leaves) > 0, group
+        largest = max(float(jnp.abs(g).max()) for g in leaves)
+        assert (largest == 0.0) if group == "fallback" else (largest > 0), (group, largest)
 
 
 def test_masked_targets_do_not_change_the_loss(setup, loss_and_grad):
@@ -312,3 +321,277 @@ def test_optimizer_step_reduces_loss(setup, loss_and_grad):
         params = optax.apply_updates(params, updates)
         losses_seen.append(float(loss))
     assert losses_seen[-1] < 0.9 * losses_seen[0]
+
+
+# ------------------------------------------------------- neurons without position, groups (disjoint union)
+
+
+@pytest.fixture(scope="module")
+def groups():
+    """Two circuits side by side (a disjoint union), each with unplaced neurons, one behaviour target
+    per group, and a jitted step. Same model sizes as `setup` (so `setup`'s basis transfers to it)."""
+    rng = np.random.default_rng(20)
+    parts = []
+    for name, (n_placed, n_unplaced) in (("w1", (9, 2)), ("w2", (7, 1))):
+        xyz = np.concatenate([rng.uniform(0, 30, (n_placed, 3)), np.full((n_unplaced, 3), np.nan)])
+        ids = [f"n{k}" for k in range(len(xyz))]
+        c = Connectome(ids=ids, xyz=xyz, cell_type=rng.choice(["E", "I"], len(xyz)),
+                       # Synapses among placed neurons only, as source_circuit builds them.
+                       pre=rng.integers(0, n_placed, 12), post=rng.integers(0, n_placed, 12))
+        rec = Recording(traces=np.zeros((3, len(xyz))), timestamps=np.arange(3.0), neuron_ids=ids)
+        parts.append((name, c, rec))
+    u = disjoint_union(parts, gap_um=50.0)
+    xyz, group = u.connectome.xyz, u.neuron_group
+    tables = spatial.build_tables(xyz, spatial.build_grid(xyz, spatial.GridSpec(diameter_um=40.0)))
+    loc_group = np.where(tables.member_mask.any(1), group[tables.members[:, 0]], 0).astype(np.int32)
+    member_group = np.where(tables.member_mask, group[tables.members], loc_group[:, None])
+    assert (member_group == loc_group[:, None]).all()  # no sphere mixes the two circuits
+    n = len(xyz)
+    behaviour_group = np.array([1, 0], np.int32)  # target 0 reads group 1, target 1 reads group 0
+    inputs = model.build_inputs(tables, rng.normal(size=(n, 5)), u.connectome.cell_type,
+                                cell_types=("E", "I"), syn_pre=u.connectome.pre, syn_post=u.connectome.post,
+                                location_group=loc_group, behaviour_group=behaviour_group)
+    spec = model.make_spec(
+        n_neurons=n, n_locations=tables.members.shape[0], n_members=tables.members.shape[1],
+        n_candidates=tables.candidates.shape[1], n_features=inputs.member_features.shape[-1],
+        n_filters=N_FILTERS, n_ports=N_PORTS, history=HISTORY, n_stimulus=1, n_behaviour=2,
+        use_synapses=True, n_groups=2, basis_kwargs=dict(max_width=8, width_step=4),
+    )
+    params = model.init(jax.random.key(21), spec, inputs)
+    temps = model.Temperatures(jnp.float32(1.0), jnp.float32(0.5), jnp.float32(1.0))
+
+    def run(p, x_hist):
+        ctx = model.context(spec, p, inputs, temps)
+        out, _ = model.step(spec, p, inputs, ctx, x_hist, jnp.zeros((1,)), model.init_state(spec), temps)
+        return out.x_next, out.behaviour
+
+    grad_fallback = jax.jit(jax.grad(
+        lambda fb, p, x_hist, w: jnp.sum(run(p._replace(fallback=fb), x_hist)[0] * w)))
+    unplaced = ~np.asarray(tables.candidate_mask).any(1)
+    np.testing.assert_array_equal(unplaced, ~u.connectome.placed)
+    assert unplaced.sum() == 3
+    return dict(spec=spec, params=params, inputs=inputs, run=jax.jit(run), grad_fallback=grad_fallback,
+                unplaced=unplaced, group=group, behaviour_group=behaviour_group, n=n, rng=rng)
+
+
+def test_fallback_at_init_is_persistence(groups):
+    x_hist = jnp.asarray(groups["rng"].normal(size=(HISTORY, groups["n"])), jnp.float32)
+    x_next, _ = groups["run"](groups["params"], x_hist)
+    off = groups["unplaced"]
+    np.testing.assert_array_equal(np.asarray(x_next)[off], np.asarray(x_hist)[-1, off])
+    assert np.isfinite(np.asarray(x_next)).all()
+
+
+def test_fallback_predicts_neurons_without_candidates_by_its_linear_formula(groups):
+    rng, n, off = groups["rng"], groups["n"], groups["unplaced"]
+    x_hist = jnp.asarray(rng.normal(size=(HISTORY, n)), jnp.float32)
+    weight = rng.normal(size=(n, HISTORY)).astype(np.float32)
+    bias = rng.normal(size=n).astype(np.float32)
+    params = groups["params"]._replace(fallback=model.Fallback(jnp.asarray(weight), jnp.asarray(bias)))
+    x_next, _ = groups["run"](params, x_hist)
+    want = (weight * np.asarray(x_hist).T).sum(1) + bias  # Σ_h w[i,h] x_hist[h,i] + c_i
+    np.testing.assert_allclose(np.asarray(x_next)[off], want[off], rtol=1e-6, atol=1e-6)
+    # Neurons with candidates never read the fallback.
+    x_default, _ = groups["run"](groups["params"], x_hist)
+    np.testing.assert_array_equal(np.asarray(x_next)[~off], np.asarray(x_default)[~off])
+    # An unplaced neuron's history reaches its own prediction only.
+    i = int(np.flatnonzero(off)[0])
+    x_next2, _ = groups["run"](params, x_hist.at[:, i].add(3.0))
+    changed = np.flatnonzero(np.asarray(x_next2) != np.asarray(x_next))
+    assert changed.tolist() == [i]
+
+
+def test_fallback_gradient_only_reaches_neurons_without_candidates(groups):
+    rng, n, off = groups["rng"], groups["n"], groups["unplaced"]
+    x_hist = jnp.asarray(rng.normal(size=(HISTORY, n)), jnp.float32)
+    g = groups["grad_fallback"](groups["params"].fallback, groups["params"], x_hist, jnp.ones((n,)))
+    w, b = np.asarray(g.weight), np.asarray(g.bias)
+    assert (w[~off] == 0).all() and (b[~off] == 0).all()
+    np.testing.assert_allclose(w[off], np.asarray(x_hist).T[off], rtol=1e-6)  # d x̂_i / d w[i,h] = x[h,i]
+    np.testing.assert_allclose(b[off], 1.0)
+
+
+@pytest.mark.parametrize("target", [0, 1])
+def test_behaviour_target_reads_only_its_groups_locations(groups, target):
+    rng, n, off, group = groups["rng"], groups["n"], groups["unplaced"], groups["group"]
+    g = int(groups["behaviour_group"][target])
+    other = 1 - target
+    x_hist = jnp.asarray(rng.normal(size=(HISTORY, n)), jnp.float32)
+    # Perturb every neuron of the *other* group (placed ones: they feed its locations).
+    noise = rng.normal(size=(HISTORY, n)).astype(np.float32) * (group != g)
+    _, beh = groups["run"](groups["params"], x_hist)
+    _, beh2 = groups["run"](groups["params"], x_hist + noise)
+    np.testing.assert_array_equal(beh2[target], beh[target])
+    assert abs(float(beh2[other] - beh[other])) > 1e-6
+    # Unplaced neurons are in no location: they reach no behaviour target.
+    _, beh3 = groups["run"](groups["params"], x_hist.at[:, off].add(5.0))
+    np.testing.assert_array_equal(beh3, beh)
+
+
+@pytest.mark.parametrize("n_groups, n_modes", [(2, 2), (0, 0), (-1, 0)])
+def test_make_spec_rejects_modes_with_groups_and_no_groups(n_groups, n_modes):
+    with pytest.raises(ValueError, match="n_groups"):
+        model.make_spec(n_neurons=4, n_locations=2, n_members=3, n_candidates=2, n_features=3, n_filters=2,
+                        n_ports=2, n_modes=n_modes, n_groups=n_groups)
+
+
+# --------------------------------------------------------------------------------------------- freeze
+
+
+def _tiny_params():
+    """A Params with one small leaf per group (the optimiser only sees the group structure)."""
+    return model.Params(**{g: {"w": jnp.arange(k + 1, k + 4, dtype=jnp.float32)}
+                           for k, g in enumerate(optim.GROUPS)})
+
+
+def test_fallback_is_an_optimizer_group():
+    assert "fallback" in optim.GROUPS and "fallback" in optim.DOMAIN_PHASE
+    assert set(optim.BASIS_PHASE) | set(optim.DOMAIN_PHASE) == set(optim.GROUPS)
+    assert set(model.Params._fields) == set(optim.GROUPS)
+
+
+@pytest.mark.parametrize("mode", optim.MODES)
+@pytest.mark.parametrize("freeze", [("basis", "arch"), ("fallback",), ("interface", "readout", "synapses")])
+def test_frozen_groups_never_change(mode, freeze):
+    cfg = _optim_cfg(mode)
+    cfg.freeze = freeze
+    tx = optim.make_optimizer(cfg)
+    params = start = _tiny_params()
+    state = tx.init(params)
+    changed = {g: False for g in optim.GROUPS}
+    for step in range(4):
+        grads = jax.tree.map(lambda a: jnp.full_like(a, (-1.0) ** step), params)
+        updates, state = tx.update(grads, state, params)
+        new = optax.apply_updates(params, updates)
+        phase = optim.phase_of(cfg, step)
+        for g in optim.GROUPS:
+            moved = not np.array_equal(getattr(new, g)["w"], getattr(params, g)["w"])
+            active = g not in freeze and (phase == "joint" or (g in optim.BASIS_PHASE) == (phase == "basis"))
+            assert moved == active, (step, g, phase)
+            changed[g] |= moved
+        params = new
+    for g in optim.GROUPS:
+        same = np.array_equal(getattr(params, g)["w"], getattr(start, g)["w"])
+        assert same == (g in freeze), g
+        assert changed[g] == (g not in freeze), g
+
+
+def test_unknown_frozen_group_is_rejected():
+    cfg = _optim_cfg("joint")
+    cfg.freeze = ("basis", "filters")
+    with pytest.raises(ValueError, match=r"'freeze'.*filters"):
+        optim.make_optimizer(cfg)
+
+
+# ------------------------------------------------------------------------------------------- transfer
+
+
+TRAINED_TARGETS = ("w1/velocity", "w2/velocity")
+NEW_TARGETS = ("w5/turn", "w5/velocity")
+
+
+@pytest.fixture(scope="module")
+def transferred(setup, groups):
+    """`setup`'s parameters (shifted, so that every leaf differs from a fresh init) transferred to the
+    two-group circuit of `groups`."""
+    trained = jax.tree.map(lambda a: a + 1.0, setup["params"])
+    fresh = groups["params"]
+    return trained, fresh, transfer.transfer_params(trained, fresh, TRAINED_TARGETS, NEW_TARGETS)
+
+
+def _assert_tree_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_transfer_params_takes_each_part_from_the_right_model(transferred):
+    trained, fresh, out = transferred
+    assert jax.tree.structure(out) == jax.tree.structure(fresh)
+    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(fresh)):
+        assert a.shape == b.shape
+    _assert_tree_equal(out.basis, trained.basis)
+    _assert_tree_equal(out.arch, trained.arch)
+    _assert_tree_equal(out.interface.port_net, trained.interface.port_net)
+    _assert_tree_equal(out.interface.pairs, fresh.interface.pairs)
+    _assert_tree_equal(out.assign.net, trained.assign.net)
+    for field in ("free", "claim", "gate"):
+        np.testing.assert_array_equal(getattr(out.assign, field), getattr(fresh.assign, field))
+    np.testing.assert_array_equal(out.readout.pair_logit, fresh.readout.pair_logit)
+    _assert_tree_equal(out.fallback, fresh.fallback)
+    _assert_tree_equal(out.synapses, fresh.synapses)
+    assert out.readout.w_mode is None and out.readout.b_mode is None  # the new circuit has no modes
+
+
+def test_transfer_params_behaviour_maps_start_from_targets_of_the_same_name(transferred):
+    trained, fresh, out = transferred
+    w, b = np.asarray(out.readout.w_beh), np.asarray(out.readout.b_beh)
+    # "w5/velocity" <- mean of "w1/velocity" and "w2/velocity"; "w5/turn" has no match: fresh.
+    np.testing.assert_allclose(w[..., 1], np.asarray(trained.readout.w_beh).mean(-1), rtol=1e-6)
+    np.testing.assert_allclose(b[1], np.asarray(trained.readout.b_beh).mean(), rtol=1e-6)
+    np.testing.assert_array_equal(w[..., 0], fresh.readout.w_beh[..., 0])
+    np.testing.assert_array_equal(b[0], fresh.readout.b_beh[0])
+    assert transfer.target_name("a/b/velocity") == "velocity"
+    assert transfer.target_name("velocity") == "velocity"
+
+
+@pytest.mark.filterwarnings("ignore:Some donated buffers were not usable")
+def test_transfer_params_copies_what_it_takes_from_trained(transferred):
+    trained, _, out = transferred
+    pairs = [(out.basis, trained.basis), (out.arch, trained.arch), (out.interface.port_net,
+             trained.interface.port_net), (out.assign.net, trained.assign.net)]
+    for new, old in pairs:
+        for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old)):
+            assert a is not b
+            assert a.unsafe_buffer_pointer() != b.unsafe_buffer_pointer()
+    # Donating (consuming) the result leaves `trained` intact.
+    saved = jax.tree.map(np.array, trained.basis)
+    copy = jax.tree.map(jnp.array, out.basis)  # keep `out` usable for the other tests
+    jax.jit(lambda p: jax.tree.map(lambda a: 2 * a, p), donate_argnums=0)(copy)
+    for a, b in zip(jax.tree.leaves(trained.basis), jax.tree.leaves(saved)):
+        assert not a.is_deleted()
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("field", ["basis", "arch"])
+def test_transfer_params_rejects_a_different_basis(setup, field):
+    """A new model whose filter family has another shape (here: one filter more) cannot reuse the basis."""
+    params = setup["params"]
+    grown = jax.tree.map(lambda a: jnp.concatenate([a, a[:1]]), getattr(params, field))
+    with pytest.raises(ValueError, match=field):
+        transfer.transfer_params(params, params._replace(**{field: grown}), TRAINED_TARGETS, NEW_TARGETS)
+
+
+def _celegans_config():
+    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "celegans.py"
+    mod_spec = importlib.util.spec_from_file_location("celegans_config", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def _base_config():
+    c = base_config()
+    c.data.animals = ("a1", "a2")
+    c.optim.freeze = ("fallback",)
+    c.transfer.animals = ("a3",)
+    c.transfer.steps = 7
+    return c.lock()
+
+
+@pytest.mark.parametrize("make", [_celegans_config, _base_config], ids=["celegans", "base"])
+def test_transfer_config(make):
+    config = make()
+    before = config.to_dict()
+    animal = "held-out"
+    cfg = transfer.transfer_config(config, animal)
+    steps = config.transfer.steps
+    assert cfg.data.animals == (animal,)
+    assert cfg.train.steps == cfg.anneal.steps == cfg.optim.total_steps == steps
+    assert {"basis", "arch"} <= set(cfg.optim.freeze)
+    assert set(config.optim.freeze) <= set(cfg.optim.freeze)
+    end = config.anneal.arch[1]
+    assert tuple(cfg.anneal.arch) == (end, end)
+    assert cfg.optim.warmup_steps <= max(steps // 4, 0)
+    assert config.to_dict() == before  # the original config is untouched
+    optim.make_optimizer(cfg.optim)  # the frozen group names are valid

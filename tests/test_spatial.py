@@ -312,3 +312,152 @@ def test_sharding_along_locations_matches_one_device(case):
     assert {sh.data.shape[0] for sh in y4.addressable_shards} == {t.members.shape[0] // 4}  # split along L
     np.testing.assert_allclose(y4, y1, rtol=1e-6)
     np.testing.assert_allclose(x4, x1, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------- unplaced neurons
+def _unplaced_rows(pattern: str) -> np.ndarray:
+    """Rows whose position is made unknown (row 0 matters: it is also the padding index)."""
+    if pattern == "first":
+        return np.array([0])
+    if pattern == "last":
+        return np.array([N - 1])
+    return np.sort(np.random.default_rng(7).choice(N, 40, replace=False))  # "scattered"
+
+
+def _with_nan(xyz: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    out = xyz.copy()
+    out[rows] = np.nan
+    return out
+
+
+@pytest.mark.parametrize("origin", [None, (1.0, 2.0, 3.0)])
+@pytest.mark.parametrize("pattern", ["first", "scattered"])
+def test_grid_ignores_unplaced_rows(pattern, origin):
+    xyz = _tissue(8, "uniform")
+    rows = _unplaced_rows(pattern)
+    xyz[rows] = 1e4  # far away: would stretch the grid if these rows were used
+    spec = spatial.GridSpec(20.0, origin=origin)
+    want = spatial.build_grid(np.delete(xyz, rows, axis=0), spec)
+    got = spatial.build_grid(_with_nan(xyz, rows), spec)
+    np.testing.assert_array_equal(got.centers, want.centers)
+    np.testing.assert_array_equal(got.lattice, want.lattice)
+
+
+def test_grid_with_no_placed_neuron_raises():
+    with pytest.raises(ValidationError, match="field 'xyz': no neurons"):
+        spatial.build_grid(np.full((4, 3), np.nan, np.float32), spatial.GridSpec(20.0))
+
+
+@pytest.mark.parametrize("synapses", ["none", "endpoints", "positions"])
+@pytest.mark.parametrize("pattern", ["first", "last", "scattered"])
+def test_tables_with_unplaced_equal_the_placed_subset_lifted(case, pattern, synapses):
+    xyz, pre, post, syn_xyz = case["xyz"], case["pre"], case["post"], case["syn_xyz"]
+    rows = _unplaced_rows(pattern)
+    placed = np.ones(N, bool)
+    placed[rows] = False
+    lift = np.flatnonzero(placed)  # subset index -> original row
+    sub_index = np.cumsum(placed) - 1  # original row -> subset index (for placed rows)
+    spec = spatial.GridSpec(diameter_um=30.0, location_multiple=4, width_multiple=2)
+    grid = spatial.build_grid(xyz[placed], spec)
+    kw_full, kw_sub, keep = {}, {}, np.arange(E)
+    if synapses == "endpoints":
+        keep = np.flatnonzero(placed[pre] & placed[post])
+        kw_full = dict(pre=pre, post=post)
+        kw_sub = dict(pre=sub_index[pre[keep]], post=sub_index[post[keep]])
+    elif synapses == "positions":
+        kw_full = kw_sub = dict(syn_xyz=syn_xyz)
+    got = spatial.build_tables(_with_nan(xyz, rows), grid, **kw_full)
+    want = spatial.build_tables(xyz[placed], grid, **kw_sub)
+
+    # Location-major tables: identical up to the neuron index lift.
+    for name in ("centers", "location_mask", "member_mask", "member_offset", "member_candidate",
+                 "synapse_mask"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    m = want.member_mask
+    assert got.members.shape == want.members.shape
+    np.testing.assert_array_equal(got.members[m], lift[want.members[m]])
+    assert (got.members[~m] == 0).all()
+    assert placed[got.members[m]].all()  # unplaced neurons are members of no sphere
+    sm = want.synapse_mask
+    assert got.synapses.shape == want.synapses.shape
+    np.testing.assert_array_equal(got.synapses[sm], keep[want.synapses[sm]])
+    assert (got.synapses[~sm] == 0).all()
+
+    # Neuron-major tables: [N, C] for all N; placed rows are the subset's, unplaced rows are padding.
+    for name in ("candidates", "candidate_slot", "candidate_mask"):
+        full, sub = getattr(got, name), getattr(want, name)
+        assert full.shape == (N, sub.shape[1]), name
+        np.testing.assert_array_equal(full[placed], sub, err_msg=name)
+        assert not full[~placed].any(), name
+    np.testing.assert_array_equal(got.candidate_mask.any(-1), placed)
+
+
+def test_gathers_with_unplaced_neurons(case):
+    xyz, rows = case["xyz"], _unplaced_rows("scattered")
+    t = spatial.build_tables(_with_nan(xyz, rows), case["grid"])
+    placed = t.candidate_mask.any(-1)
+    assert not placed[rows].any() and placed.sum() == N - len(rows)
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(N, 2)).astype(np.float32)
+    x[rows] = np.nan  # values of unplaced neurons are never read
+    g = np.asarray(spatial.gather_members(x, t))
+    assert np.isfinite(g).all()
+    back = np.asarray(spatial.scatter_to_neurons(g, None, t))
+    np.testing.assert_allclose(back[placed], x[placed], rtol=1e-6)
+    assert (back[~placed] == 0).all()
+    w = rng.uniform(size=t.candidates.shape).astype(np.float32)
+    assert (np.asarray(spatial.scatter_to_neurons(g, w, t))[~placed] == 0).all()
+    a = rng.normal(size=t.candidates.shape).astype(np.float32)
+    a[rows] = np.nan
+    got = np.asarray(spatial.candidate_to_member(a, t))
+    assert np.isfinite(got).all()
+    i_idx, c_idx = np.nonzero(t.candidate_mask)
+    np.testing.assert_array_equal(got[t.candidates[i_idx, c_idx], t.candidate_slot[i_idx, c_idx]],
+                                  a[i_idx, c_idx])
+
+
+def test_placed_neuron_outside_the_grid_still_raises():
+    xyz = _tissue(0, "uniform")
+    grid = spatial.build_grid(xyz[:200], spatial.GridSpec(20.0))
+    far = np.concatenate([xyz[:200], [[np.nan] * 3, [1e4, 0, 0], [np.nan] * 3]]).astype(np.float32)
+    with pytest.raises(ValidationError, match="field 'xyz', row 201: neuron at .* lies in no sphere"):
+        spatial.build_tables(far, grid)
+    t = spatial.build_tables(np.delete(far, 201, axis=0), grid)  # only unplaced extras: fine
+    np.testing.assert_array_equal(t.candidate_mask.any(-1), np.arange(202) < 200)
+
+
+@pytest.mark.parametrize(
+    "bad, row", [([0.0, np.nan, 0.0], 3), ([np.nan, np.nan, np.inf], 3), ([np.inf] * 3, 3)]
+)
+@pytest.mark.parametrize("fn", ["build_grid", "build_tables"])
+def test_partly_unknown_position_raises_naming_the_row(fn, bad, row):
+    xyz = _tissue(0, "uniform")
+    grid = spatial.build_grid(xyz, spatial.GridSpec(30.0))
+    xyz[1] = np.nan  # an unplaced neuron before it is fine
+    xyz[row] = bad
+    with pytest.raises(ValidationError, match=f"field 'xyz', row {row}: non-finite"):
+        if fn == "build_grid":
+            spatial.build_grid(xyz, spatial.GridSpec(30.0))
+        else:
+            spatial.build_tables(xyz, grid)
+
+
+def test_tables_with_no_placed_neuron():
+    xyz = _tissue(0, "uniform")
+    grid = spatial.build_grid(xyz, spatial.GridSpec(30.0))
+    t = spatial.build_tables(np.full((5, 3), np.nan, np.float32), grid, pre=np.array([0, 1]),
+                             post=np.array([1, 2]))
+    assert t.candidates.shape[0] == 5 and not t.candidate_mask.any()
+    assert not t.member_mask.any() and not t.synapse_mask.any()
+
+
+def test_connectome_tables_with_unplaced_neurons():
+    xyz = _tissue(6, "uniform")
+    rng = np.random.default_rng(6)
+    pre, post = rng.integers(0, N, 400), rng.integers(0, N, 400)
+    rows = _unplaced_rows("scattered")
+    conn = Connectome(ids=np.arange(N), xyz=_with_nan(xyz, rows), cell_type=None, pre=pre, post=post)
+    grid, t = spatial.connectome_tables(conn, spatial.GridSpec(30.0))
+    np.testing.assert_array_equal(t.candidate_mask.any(-1), conn.placed)
+    touched = np.isin(pre, rows) | np.isin(post, rows)
+    assert not np.isin(t.synapses[t.synapse_mask], np.flatnonzero(touched)).any()

@@ -1,7 +1,6 @@
 """End-to-end tests of training: the tiny config, resume, sharding, non-finite losses, and the script."""
 
 import csv
-import importlib.util
 import json
 import os
 import pathlib
@@ -12,24 +11,13 @@ import jax
 import numpy as np
 import pytest
 
-from mesojax import losses, train
+from mesojax import config, losses, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_config(name: str, **overrides):
-    spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config()
-    with cfg.unlocked():
-        for key, value in overrides.items():
-            node = cfg
-            *path, leaf = key.split(".")
-            for part in path:
-                node = node[part]
-            node[leaf] = value
-    return cfg
+    return config.load_config_file(REPO / "configs" / f"{name}.py", **overrides)
 
 
 def short(steps: int, **kw):
@@ -93,7 +81,7 @@ def test_a_model_that_predicts_no_change_scores_exactly_like_persistence():
     fitted = train.evaluate.fit_baselines(cfg, exp,
                                           train.evaluate.normalised_traces(exp, "train"))
     fitted = {"persistence": fitted["persistence"]}
-    fc = train.evaluate.forecasts(cfg, exp, still, fitted)
+    fc = train.evaluate.forecasts(cfg, exp, still, [fitted])
     np.testing.assert_array_equal(fc["model"]["n_starts"], fc["persistence"]["n_starts"])
     np.testing.assert_allclose(fc["model"]["mse"], fc["persistence"]["mse"], rtol=1e-5)
     np.testing.assert_allclose(fc["model"]["r2"], fc["persistence"]["r2"], rtol=1e-4, atol=1e-6)

@@ -1,6 +1,8 @@
 """Connectome: neurons embedded in 3D and their synapses as a directed multigraph (DESIGN.md, Data model).
 
-Neurons ``i = 0..N-1`` have a stable id, a position ``xyz`` in µm and a cell type. Synapses
+Neurons ``i = 0..N-1`` have a stable id, a position ``xyz`` in µm and a cell type. A neuron whose
+position is unknown ("unplaced", e.g. an unidentified point source of a recording) has an all-NaN row
+in ``xyz``; :attr:`Connectome.placed` tells them apart and spatial code skips them. Synapses
 ``e = 0..E-1`` are one row each (a multigraph, §4.1): ``pre[e] -> post[e]`` as neuron indices, an
 optional position ``syn_xyz[e]``, optional strength features ``strength[e, F]`` (count, size, vesicles...),
 a sign (+1 excitatory, -1 inhibitory, 0 unknown) and a kind (0 chemical, 1 electrical).
@@ -79,13 +81,44 @@ def index_ids(
     return out
 
 
+def check_positions(source: str, field: str, xyz: np.ndarray) -> np.ndarray:
+    """Validate neuron positions where an all-NaN row means "position unknown"; return which are known.
+
+    Args:
+      source, field: named in the error.
+      xyz: ``[N, 3]`` numeric positions (shape already checked).
+
+    Returns:
+      ``[N]`` bool, True where the row is finite (the neuron is placed), False where it is all NaN.
+
+    Raises:
+      ValidationError: naming the first row that is partly NaN or holds an inf.
+
+    Example:
+        >>> check_positions("t", "xyz", np.array([[0, 0, 0], [np.nan] * 3])).tolist()
+        [True, False]
+    """
+    xyz = np.asarray(xyz)
+    finite = np.isfinite(xyz)
+    placed = finite.all(axis=1)
+    bad = ~placed & ~np.isnan(xyz).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise V.ValidationError(
+            source, field, row,
+            f"non-finite value {V.show(xyz[row])} (a position is either finite or all NaN = unknown)",
+        )
+    return placed
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Connectome:
     """Neurons in 3D and a directed multigraph of synapses between them.
 
     Attributes:
       ids: ``[N]`` unique neuron ids (int64 or str).
-      xyz: ``[N, 3]`` float32 neuron positions in µm (finite).
+      xyz: ``[N, 3]`` float32 neuron positions in µm; finite, or an all-NaN row = position unknown
+        (an "unplaced" neuron: see :attr:`placed`).
       cell_type: ``[N]`` str cell-type labels ("" when unknown).
       pre: ``[E]`` int32 index of the presynaptic neuron of each synapse.
       post: ``[E]`` int32 index of the postsynaptic neuron.
@@ -119,7 +152,7 @@ class Connectome:
         V.check_numeric(src, "xyz", self.xyz)
         set_("xyz", np.asarray(self.xyz, np.float32))
         V.check_shape(src, "xyz", self.xyz, (n, 3))
-        V.check_finite(src, "xyz", self.xyz)
+        check_positions(src, "xyz", self.xyz)
         cell_type = np.asarray(self.cell_type if self.cell_type is not None else [""] * n).astype(str)
         set_("cell_type", cell_type)
         V.check_shape(src, "cell_type", cell_type, (n,))
@@ -201,6 +234,11 @@ class Connectome:
     def n_synapses(self) -> int:
         return len(self.pre)
 
+    @property
+    def placed(self) -> np.ndarray:
+        """``[N]`` bool: True where the neuron's position is known (its ``xyz`` row is not all NaN)."""
+        return np.isfinite(self.xyz).all(axis=1)
+
     def index(self, ids: Sequence[Any], *, missing_ok: bool = False) -> np.ndarray:
         """Row index of each id (``[Q]`` int64; -1 for unknown ids when `missing_ok`)."""
         return index_ids(self.ids, _as_id_array(ids), source=self.source, field="ids", missing_ok=missing_ok)
@@ -264,24 +302,32 @@ class Connectome:
     def ball(self, center: Sequence[float], radius: float) -> tuple["Connectome", np.ndarray]:
         """Sub-connectome of the neurons within `radius` µm of `center` (``|xyz - center| <= radius``).
 
+        Unplaced neurons (unknown position) are never selected.
+
         Returns:
           ``(sub, neurons)``: the induced sub-connectome and the ``[n]`` original row of each of its neurons.
         """
         center = np.asarray(center, np.float32)
         V.check_shape(self.source, "center", center, (3,))
-        d2 = ((self.xyz - center) ** 2).sum(axis=1)
-        neurons = np.flatnonzero(d2 <= np.float32(radius) ** 2)
+        placed = self.placed
+        d2 = ((np.where(placed[:, None], self.xyz, 0) - center) ** 2).sum(axis=1)  # NaN-free
+        neurons = np.flatnonzero(placed & (d2 <= np.float32(radius) ** 2))
         return self.select(neurons), neurons
 
     def summary(self) -> str:
-        """A few lines describing sizes, extent and synapse kinds."""
-        lo, hi = (self.xyz.min(0), self.xyz.max(0)) if self.n_neurons else (np.zeros(3), np.zeros(3))
+        """A few lines describing sizes, extent (of the placed neurons) and synapse kinds."""
+        placed = self.placed
+        xyz = self.xyz[placed]
+        lo, hi = (xyz.min(0), xyz.max(0)) if len(xyz) else (np.zeros(3), np.zeros(3))
+        n_unplaced = self.n_neurons - int(placed.sum())
+        unplaced_text = f" ({n_unplaced} unplaced: position unknown)" if n_unplaced else ""
         kinds = np.bincount(self.kind, minlength=2) if self.n_synapses else np.zeros(2, int)
         types, counts = np.unique(self.cell_type, return_counts=True)
         type_text = ", ".join(f"{t or '?'}:{c}" for t, c in zip(types[:8], counts[:8]))
         return (
             f"Connectome '{self.source}': {self.n_neurons} neurons, {self.n_synapses} synapses "
             f"({kinds[0]} chemical, {kinds[1]} electrical)\n"
-            f"  extent µm: x[{lo[0]:.1f}, {hi[0]:.1f}] y[{lo[1]:.1f}, {hi[1]:.1f}] z[{lo[2]:.1f}, {hi[2]:.1f}]\n"
+            f"  extent µm: x[{lo[0]:.1f}, {hi[0]:.1f}] y[{lo[1]:.1f}, {hi[1]:.1f}] z[{lo[2]:.1f}, {hi[2]:.1f}]"
+            f"{unplaced_text}\n"
             f"  cell types: {type_text}{' ...' if len(types) > 8 else ''}"
         )

@@ -110,12 +110,13 @@ def register_by_position(recording: Recording, connectome: Connectome, *, tol_um
     if not tol_um > 0:
         raise V.ValidationError(recording.source, "tol_um", None, f"tolerance must be positive, got {tol_um}")
     nr = recording.n_sources
-    tree = scipy.spatial.cKDTree(connectome.xyz)
+    placed = np.flatnonzero(connectome.placed)  # neurons without a position can match no source
+    tree = scipy.spatial.cKDTree(connectome.xyz[placed])
     pairs = tree.sparse_distance_matrix(
         scipy.spatial.cKDTree(recording.positions), max_distance=tol_um, output_type="ndarray"
     )
     # The "ndarray" output keeps exact-zero distances (a coo/dok matrix would drop them).
-    neuron_idx, source_idx, dist = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64), pairs["v"]
+    neuron_idx, source_idx, dist = placed[pairs["i"].astype(np.int64)], pairs["j"].astype(np.int64), pairs["v"]
     order = np.lexsort((neuron_idx, source_idx, dist))
     neuron = np.full((nr,), -1, np.int64)
     distance = np.full((nr,), np.nan, np.float32)
