@@ -7,7 +7,10 @@ For neuron ``i`` with candidate locations ``µ = cand[i,c]`` (the spheres that h
     a[i,c,b] = softmax_{(c,b) valid}( ℓ[i,c,b] / τ )
 
 * ``θ`` are free per-(neuron, pair) parameters, initialised with a spatial prior ``-κ‖(x_i - µ)/r‖²``
-  (neurons start closer to the spheres they sit near the centre of);
+  (neurons start closer to the spheres they sit near the centre of); with ``partner_prior`` the squared
+  distance is averaged over the neuron and its synaptic partners (a partner outside the sphere counts
+  as ``OUTSIDE``), so the neurons of one densely wired module start by preferring the same sphere, the
+  one that holds the module, instead of each its own nearest centre;
 * ``g_ψ`` is a shared network on features, in one of two forms:
 
   - ``"gather_scatter"`` (five layers): embed each neuron, ``h_i = MLP_e(φ_i)`` (2 layers); *gather*
@@ -22,7 +25,13 @@ For neuron ``i`` with candidate locations ``µ = cand[i,c]`` (the spheres that h
   accumulates on them, so a pair that explains a whole module claims all of its neurons together (a
   per-neuron θ alone lets neighbouring spheres split a module between them);
 * ``ω[µ,b]`` are pair gates: a closed gate removes a pair from every neuron's choice;
-* the temperature ``τ`` is annealed towards zero so assignments become one-hot.
+* the temperature ``τ`` is annealed towards zero so assignments become one-hot;
+* optional **coherence** (``coherence = β > 0``): synaptic partners are pulled into the same domain by a
+  few mean-field steps on the connectome (undirected, degree-normalised),
+  ``a ← softmax((ℓ + β m(a)) / τ)`` with ``m(a)[i,c,b] = (1/deg i) Σ_{j ~ i} a[j, slot_j(cand[i,c]), b]``,
+  the weight neuron i's partners give to the same (location, filter) pair. A module is densely wired
+  inside and sparsely to its neighbours, so this favours one domain per module over splitting it
+  between overlapping spheres.
 
 Example:
     >>> import jax, jax.numpy as jnp, numpy as np
@@ -44,6 +53,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mesojax import nn
 
@@ -63,6 +73,9 @@ class AssignSpec:
       init_noise: std of the noise added to θ at init.
       claim_noise: std of the pair claims φ at init (breaks the symmetry between filters per sphere).
       gate_init: initial pair-gate logit ω (positive: open).
+      coherence: β, weight of the connectome mean-field term (0: off).
+      coherence_steps: mean-field iterations.
+      partner_prior: average the initial spatial prior over synaptic partners (needs neighbours).
     """
 
     n_filters: int
@@ -72,6 +85,9 @@ class AssignSpec:
     init_noise: float = 0.1
     claim_noise: float = 0.5
     gate_init: float = 3.0
+    coherence: float = 0.0
+    coherence_steps: int = 2
+    partner_prior: bool = False
 
     def __post_init__(self):
         if self.network not in NETWORKS:
@@ -88,6 +104,7 @@ class AssignInputs(NamedTuple):
       neuron_features: ``[N, F]`` standardised features.
       members: ``[L, K]`` int neuron of each sphere slot.
       member_mask: ``[L, K]`` bool.
+      neighbours: :class:`Neighbours` for the coherence term, or None.
     """
 
     candidates: jax.Array
@@ -96,6 +113,56 @@ class AssignInputs(NamedTuple):
     neuron_features: jax.Array
     members: jax.Array
     member_mask: jax.Array
+    neighbours: "Neighbours | None" = None
+
+
+class Neighbours(NamedTuple):
+    """Directed neuron pairs ``src -> dst`` (both directions of every connected pair) for coherence.
+
+    Attributes:
+      src, dst: ``[P]`` int neuron indices.
+      slot: ``[P, C]`` int, the slot of ``dst``'s candidates holding ``src``'s candidate c (-1: none).
+      weight: ``[P]`` float, ``1 / deg(src)``.
+    """
+
+    src: jax.Array
+    dst: jax.Array
+    slot: jax.Array
+    weight: jax.Array
+
+
+def neighbours(pre: np.ndarray, post: np.ndarray, candidates: np.ndarray, candidate_mask: np.ndarray) -> Neighbours:
+    """The coherence pairs of a connectome (host side, once): unique undirected partners, no self pairs.
+
+    Args:
+      pre, post: ``[E]`` synapse endpoints (a multigraph; repeats count once).
+      candidates, candidate_mask: ``[N, C]`` from the spatial tables.
+
+    Example:
+        >>> nb = neighbours(np.array([0, 0]), np.array([1, 1]), np.array([[0, 1], [1, 0]]),
+        ...                 np.array([[True, True], [True, False]]))
+        >>> nb.src.tolist(), nb.dst.tolist(), nb.slot.tolist()
+        ([0, 1], [1, 0], [[-1, 0], [1, -1]])
+    """
+    pre, post = np.asarray(pre, np.int64), np.asarray(post, np.int64)
+    n = candidates.shape[0]
+    keep = pre != post
+    key = np.unique(np.concatenate([pre[keep] * n + post[keep], post[keep] * n + pre[keep]]))
+    src, dst = key // n, key % n
+    eq = (candidates[src][:, :, None] == candidates[dst][:, None, :]) & \
+        candidate_mask[src][:, :, None] & candidate_mask[dst][:, None, :]
+    slot = np.where(eq.any(-1), eq.argmax(-1), -1)
+    degree = np.bincount(src, minlength=n)
+    return Neighbours(jnp.asarray(src, jnp.int32), jnp.asarray(dst, jnp.int32), jnp.asarray(slot, jnp.int32),
+                      jnp.asarray(1.0 / np.maximum(degree[src], 1), jnp.float32))
+
+
+def coherence_message(a: jax.Array, nb: Neighbours) -> jax.Array:
+    """``m[i,c,b] = Σ_{j ~ i} w_ij a[j, slot_j(cand[i,c]), b]`` ``[N, C, B]`` (see the module docstring)."""
+    partner = jnp.take(a, nb.dst, axis=0)  # [P, C, B]
+    same = jnp.take_along_axis(partner, jnp.maximum(nb.slot, 0)[..., None], axis=1)
+    same = same * (nb.slot >= 0)[..., None] * nb.weight[:, None, None]
+    return jax.ops.segment_sum(same, nb.src, num_segments=a.shape[0])
 
 
 class AssignParams(NamedTuple):
@@ -133,7 +200,7 @@ def init(
     """
     k_free, k_claim, k1, k2 = jax.random.split(key, 4)
     n, c = inputs.candidates.shape
-    prior = -spec.distance_prior * jnp.sum(jnp.square(inputs.candidate_offset), axis=-1)  # [N, C]
+    prior = -spec.distance_prior * prior_distance(inputs, spec.partner_prior)  # [N, C]
     free = prior[..., None] + spec.init_noise * jax.random.normal(k_free, (n, c, spec.n_filters))
     n_real = n_locations if n_real_locations is None else n_real_locations
     claim = spec.claim_noise * jax.random.normal(k_claim, (n_real, spec.n_filters), jnp.float32)
@@ -151,6 +218,30 @@ def init(
     else:
         net = None
     return AssignParams(free.astype(jnp.float32), claim, gate, net)
+
+
+OUTSIDE = 2.0
+"""Squared distance (in radii²) counted for a synaptic partner outside a candidate sphere."""
+
+
+def prior_distance(inputs: AssignInputs, partners: bool) -> jax.Array:
+    """``[N, C]`` squared offset of each neuron from each candidate centre, in radii², optionally
+    averaged with its synaptic partners' (``OUTSIDE`` for a partner not in that sphere).
+
+    Raises:
+      ValueError: `partners` without ``inputs.neighbours``.
+    """
+    d2 = jnp.sum(jnp.square(inputs.candidate_offset), axis=-1)
+    if not partners:
+        return d2
+    nb = inputs.neighbours
+    if nb is None:
+        raise ValueError("AssignSpec.partner_prior needs AssignInputs.neighbours (build_inputs(neighbours=...))")
+    partner = jnp.take_along_axis(jnp.take(d2, nb.dst, axis=0), jnp.maximum(nb.slot, 0), axis=1)  # [P, C]
+    partner = jnp.where(nb.slot >= 0, partner, OUTSIDE)
+    total = jax.ops.segment_sum(partner, nb.src, num_segments=d2.shape[0])
+    count = jax.ops.segment_sum(jnp.ones_like(nb.weight), nb.src, num_segments=d2.shape[0])
+    return (d2 + total) / (1.0 + count)[:, None]
 
 
 def network_logits(spec: AssignSpec, params: AssignParams, inputs: AssignInputs) -> jax.Array:
@@ -191,8 +282,16 @@ def assignment(
     """
     ell = logits(spec, params, inputs)
     n, c, b = ell.shape
-    a = jax.nn.softmax(ell.reshape(n, c * b) / temperature, axis=-1).reshape(n, c, b)
-    return a * inputs.candidate_mask[..., None] * inputs.candidate_mask.any(-1)[:, None, None]
+    valid = inputs.candidate_mask[..., None] * inputs.candidate_mask.any(-1)[:, None, None]
+
+    def soft(x):
+        return jax.nn.softmax(x.reshape(n, c * b) / temperature, axis=-1).reshape(n, c, b) * valid
+
+    a = soft(ell)
+    if spec.coherence > 0 and inputs.neighbours is not None:
+        for _ in range(spec.coherence_steps):  # a few mean-field steps, unrolled (differentiable)
+            a = soft(ell + spec.coherence * coherence_message(a, inputs.neighbours))
+    return a
 
 
 def entropy(a: jax.Array) -> jax.Array:

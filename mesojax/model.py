@@ -146,6 +146,7 @@ def build_inputs(
     cell_types: tuple[str, ...] | None = None,
     location_group: np.ndarray | None = None,
     behaviour_group: np.ndarray | None = None,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ModelInputs:
     """Assemble :class:`ModelInputs` from spatial tables and per-neuron features (host side, once).
 
@@ -163,6 +164,7 @@ def build_inputs(
       location_group: ``[L]`` group of each location (default: all 0, one circuit).
       behaviour_group: ``[Kc]`` group of each behaviour target (default: empty; only read when there
         are several groups).
+      neighbours: ``(pre, post)`` synapse endpoints for the assignment's coherence term (None: off).
 
     Returns:
       :class:`ModelInputs` of jax arrays.
@@ -185,6 +187,8 @@ def build_inputs(
         neuron_features=jnp.asarray(per_neuron),
         members=dev.members,
         member_mask=dev.member_mask,
+        neighbours=None if neighbours is None else assign.neighbours(
+            *neighbours, tables.candidates, tables.candidate_mask),
     )
     empty = np.zeros((0,), np.int32)
     n_loc = tables.members.shape[0]

@@ -178,6 +178,8 @@ def prepare(config: ml_collections.ConfigDict, mesh: Mesh) -> Experiment:
         syn_pre=connectome.pre if use_syn else None, syn_post=connectome.post if use_syn else None,
         cell_types=data.cell_types, location_group=_location_groups(tables, data.neuron_group),
         behaviour_group=data.behaviour_group,
+        neighbours=(connectome.pre, connectome.post) if (
+            config.model.assign.coherence > 0 or config.model.assign.partner_prior) else None,
     )
     n_beh = 0 if recording.behaviour is None else recording.behaviour.shape[1]
     n_modes = len(recording.mode_names) if recording.modes is not None else 0

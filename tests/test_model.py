@@ -95,6 +95,68 @@ def test_low_temperature_assignment_is_one_hot_and_hard_partition_agrees(setup):
     np.testing.assert_allclose(conf, 1.0, atol=1e-3)
 
 
+def _coherent(setup):
+    """The setup's inputs with coherence pairs from its synapses."""
+    ai, tables = setup["inputs"].assign, setup["tables"]
+    rng = np.random.default_rng(7)
+    pre, post = rng.integers(0, setup["n"], 60), rng.integers(0, setup["n"], 60)
+    return ai._replace(neighbours=assign.neighbours(pre, post, tables.candidates, tables.candidate_mask)), pre, post
+
+
+def test_coherence_message_equals_a_loop_over_partners(setup):
+    ai, pre, post = _coherent(setup)
+    cand, mask = np.asarray(ai.candidates), np.asarray(ai.candidate_mask)
+    a = np.asarray(jax.random.uniform(jax.random.key(8), (setup["n"], cand.shape[1], N_FILTERS))) * mask[..., None]
+    partners = {i: set() for i in range(setup["n"])}
+    for i, j in zip(pre.tolist(), post.tolist()):
+        if i != j:
+            partners[i].add(j)
+            partners[j].add(i)
+    expect = np.zeros_like(a)
+    for i, js in partners.items():
+        for j in js:
+            for c in np.flatnonzero(mask[i]):
+                hit = np.flatnonzero(mask[j] & (cand[j] == cand[i, c]))
+                if hit.size:
+                    expect[i, c] += a[j, hit[0]] / len(js)
+    np.testing.assert_allclose(assign.coherence_message(jnp.asarray(a), ai.neighbours), expect, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("beta", [0.0, 4.0])
+def test_coherence_pulls_partners_into_the_same_domain(setup, beta):
+    ai, _, _ = _coherent(setup)
+    spec = assign.AssignSpec(n_filters=N_FILTERS, network="free", coherence=beta)
+    params = assign.init(jax.random.key(9), spec, ai, n_locations=setup["spec"].n_locations)
+    a = assign.assignment(spec, params, ai, temperature=0.5)
+    np.testing.assert_allclose(a.sum((1, 2)), 1.0, rtol=1e-5)
+    agreement = float(jnp.sum(a * assign.coherence_message(a, ai.neighbours)))
+    plain = assign.assignment(assign.AssignSpec(n_filters=N_FILTERS, network="free"), params, ai, 0.5)
+    base = float(jnp.sum(plain * assign.coherence_message(plain, ai.neighbours)))
+    if beta == 0.0:
+        np.testing.assert_allclose(a, plain, rtol=1e-6)
+    else:
+        assert agreement > base  # partners put more weight on the same (location, filter) pairs
+
+
+def test_partner_prior_averages_squared_offsets_over_partners(setup):
+    ai, pre, post = _coherent(setup)
+    d2 = np.sum(np.asarray(ai.candidate_offset) ** 2, -1)
+    cand, mask = np.asarray(ai.candidates), np.asarray(ai.candidate_mask)
+    got = np.asarray(assign.prior_distance(ai, partners=True))
+    np.testing.assert_allclose(assign.prior_distance(ai, partners=False), d2)
+    for i in range(setup["n"]):
+        js = sorted({int(b) for a, b in zip(pre, post) if a == i and b != i} |
+                    {int(a) for a, b in zip(pre, post) if b == i and a != i})
+        for c in np.flatnonzero(mask[i]):
+            terms = [d2[i, c]]
+            for j in js:
+                hit = np.flatnonzero(mask[j] & (cand[j] == cand[i, c]))
+                terms.append(d2[j, hit[0]] if hit.size else assign.OUTSIDE)
+            np.testing.assert_allclose(got[i, c], np.mean(terms), rtol=1e-5)
+    with pytest.raises(ValueError, match="partner_prior needs"):
+        assign.prior_distance(setup["inputs"].assign, partners=True)
+
+
 # ------------------------------------------------------------------------------------------ synapses
 
 
