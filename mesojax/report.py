@@ -7,6 +7,8 @@
                               and, on phantoms, the motif type it was matched to
 ``filters.txt``               each filter's discretised architecture, e.g. ``8 -> 12 divisive-norm -> 4``
 ``metrics.json``              everything :func:`mesojax.evaluate.evaluate` returned
+``data_report.txt``           what loading excluded or repaired, per file (the loaders' ``LoadReport`` objects;
+                              only for data sources that have them, e.g. C. elegans)
 ``figures/domains_3d.png``    neurons in 3D coloured by filter
 ``figures/traces.png``        one-step predictions vs recorded traces on the test segment
 ``figures/filter_usage.png``  fraction of neurons claimed by each filter
@@ -171,6 +173,9 @@ def write(workdir: str, config: ml_collections.ConfigDict, exp: Any, params: mod
         f"filter {b} (usage {used[b]:.3f}): {d}\n" for b, d in enumerate(descriptions)))
     _atomic_write(paths["metrics.json"], json.dumps(
         dict(results, filters=descriptions), indent=1, default=float))
+    if getattr(exp, "reports", None):
+        paths["data_report.txt"] = os.path.join(workdir, "data_report.txt")
+        _atomic_write(paths["data_report.txt"], "\n\n".join(str(r) for r in exp.reports.values()) + "\n")
 
     figures = {name: os.path.join(workdir, "figures", name) for name in
                ("domains_3d.png", "filter_usage.png", "forecast.png", "traces.png")}

@@ -75,6 +75,8 @@ def test_celegans_run_writes_per_animal_and_transfer_results(celegans_run):
     unidentified = [r for r in rows if r["cell_type"] == "unidentified"]
     assert unidentified and all(r["x"] == "" and r["location"] == "-1" and r["filter"] == "-1"
                                 for r in unidentified)
+    loading = (workdir / "data_report.txt").read_text()  # what loading left out is written, not dropped
+    assert "unidentified sources are kept without position" in loading and "below confidence" in loading
     saved = json.loads((workdir / "metrics.json").read_text())
     assert saved["transfer"][HELD_OUT]["basis_frozen"] is True
 
