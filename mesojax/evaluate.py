@@ -79,8 +79,6 @@ def connectome_mask(exp: Any) -> np.ndarray:
 
 def group_columns(exp: Any) -> list[np.ndarray]:
     """The neuron columns of every group (animal) of the experiment's circuit, in group order."""
-    if exp.neuron_group is None:
-        return [np.arange(exp.spec.n_neurons)]
     return [np.flatnonzero(exp.neuron_group == g) for g in range(len(exp.group_names))]
 
 
@@ -217,8 +215,7 @@ def behaviour_scores(exp: Any, params: model.Params, temps: model.Temperatures,
         beh = (raw_test - norm.beh_mean) / norm.beh_std
         train_beh = (rec.behaviour[tr0:tr1] - norm.beh_mean) / norm.beh_std
         decoded = np.full(beh[h:].shape, np.nan)
-        target_group = np.zeros(spec.n_behaviour, int) if exp.behaviour_group is None else exp.behaviour_group
-        groups = [(cols, np.flatnonzero(target_group == g)) for g, cols in enumerate(group_columns(exp))]
+        groups = [(cols, np.flatnonzero(exp.behaviour_group == g)) for g, cols in enumerate(group_columns(exp))]
         for cols, ks in groups:
             if ks.size:
                 dec = metrics.linear_decoder(train_x[:-1, cols], train_beh[1:, ks])

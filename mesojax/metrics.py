@@ -247,23 +247,16 @@ def forecast_metrics(
     with np.errstate(invalid="ignore", divide="ignore"):
         mse_n = np.where(count > 0, sse / np.maximum(count, 1), np.nan)
         r2_n = np.where((count > 1) & (sst > 0), 1.0 - sse / np.where(sst > 0, sst, 1.0), np.nan)
-        tot = count.sum(1)
-        pooled_mse = np.where(tot > 0, sse.sum(1) / np.maximum(tot, 1), np.nan)
-        pooled_r2 = 1.0 - sse.sum(1) / sst.sum(1)
-        r2_median = np.array([np.nanmedian(r) if np.isfinite(r).any() else np.nan for r in r2_n])
-    return {
+    per_neuron = {
         "horizons": horizons,
-        "mse": pooled_mse,
-        "r2": pooled_r2,
-        "r2_median": r2_median,
         "mse_per_neuron": mse_n,
         "r2_per_neuron": r2_n,
         "sse_per_neuron": sse,
         "sst_per_neuron": sst,
         "count_per_neuron": count,
-        "n_targets": tot.astype(np.int64),
         "n_starts": np.asarray(starts.size),
     }
+    return dict(pool_neurons(per_neuron, np.arange(n)), **per_neuron)
 
 
 def pool_neurons(m: dict[str, np.ndarray], columns: np.ndarray) -> dict[str, np.ndarray]:

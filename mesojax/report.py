@@ -173,7 +173,7 @@ def write(workdir: str, config: ml_collections.ConfigDict, exp: Any, params: mod
         f"filter {b} (usage {used[b]:.3f}): {d}\n" for b, d in enumerate(descriptions)))
     _atomic_write(paths["metrics.json"], json.dumps(
         dict(results, filters=descriptions), indent=1, default=float))
-    if getattr(exp, "reports", None):
+    if exp.reports:
         paths["data_report.txt"] = os.path.join(workdir, "data_report.txt")
         _atomic_write(paths["data_report.txt"], "\n\n".join(str(r) for r in exp.reports.values()) + "\n")
 

@@ -166,10 +166,15 @@ class SpatialTables(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------------- grid
-def _check_points(source: str, field: str, xyz: Any) -> np.ndarray:
+def _as_points(source: str, field: str, xyz: Any) -> np.ndarray:
     V.check_numeric(source, field, xyz)
     xyz = np.asarray(xyz)
     V.check_shape(source, field, xyz, (None, 3))
+    return xyz
+
+
+def _check_points(source: str, field: str, xyz: Any) -> np.ndarray:
+    xyz = _as_points(source, field, xyz)
     V.check_finite(source, field, xyz)
     return xyz.astype(np.float32, copy=False)
 
@@ -180,9 +185,7 @@ def _check_neuron_points(source: str, field: str, xyz: Any) -> tuple[np.ndarray,
     Returns:
       ``(xyz [N, 3] float32, placed [N] bool)``.
     """
-    V.check_numeric(source, field, xyz)
-    xyz = np.asarray(xyz)
-    V.check_shape(source, field, xyz, (None, 3))
+    xyz = _as_points(source, field, xyz)
     placed = check_positions(source, field, xyz)
     return xyz.astype(np.float32, copy=False), placed
 

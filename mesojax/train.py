@@ -102,10 +102,10 @@ class Experiment:
     feature_names: tuple[str, ...]
     spec: model.ModelSpec
     inputs: model.ModelInputs
-    group_names: tuple[str, ...] = ("all",)
-    neuron_group: np.ndarray | None = None
-    behaviour_group: np.ndarray | None = None
-    reports: dict = dataclasses.field(default_factory=dict)
+    group_names: tuple[str, ...]  # independent circuits (animals) of a disjoint union; one otherwise
+    neuron_group: np.ndarray  # [N] group of every neuron
+    behaviour_group: np.ndarray  # [Kc] group of every behaviour target
+    reports: dict  # what loading excluded or repaired, per file (may be empty)
 
 
 SOURCES = ("phantom", "celegans")

@@ -65,9 +65,9 @@ def transfer_params(trained: model.Params, fresh: model.Params, trained_targets:
                              "config (filters, ports, history, basis, networks) and the feature and cell-type "
                              "vocabularies must be the same for both")
     # Copies: training the new circuit donates its parameters, which must not consume `trained`.
-    trained = jax.tree.map(jnp.array, trained)
-    iface = fresh.interface._replace(port_net=trained.interface.port_net)
-    assign = fresh.assign._replace(net=trained.assign.net)
+    basis, arch, port_net, net = jax.tree.map(jnp.array, tuple(a for a, _ in carried.values()))
+    iface = fresh.interface._replace(port_net=port_net)
+    assign = fresh.assign._replace(net=net)
     ro = fresh.readout
     if ro.w_beh is not None and trained.readout.w_beh is not None:
         w, b = np.asarray(ro.w_beh).copy(), np.asarray(ro.b_beh).copy()
@@ -78,7 +78,7 @@ def transfer_params(trained: model.Params, fresh: model.Params, trained_targets:
                 w[..., k] = np.asarray(trained.readout.w_beh)[..., same].mean(-1)
                 b[k] = np.asarray(trained.readout.b_beh)[same].mean()
         ro = ro._replace(w_beh=jnp.asarray(w), b_beh=jnp.asarray(b))
-    return fresh._replace(basis=trained.basis, arch=trained.arch, interface=iface, assign=assign, readout=ro)
+    return fresh._replace(basis=basis, arch=arch, interface=iface, assign=assign, readout=ro)
 
 
 def transfer_config(config: ml_collections.ConfigDict, animal: str) -> ml_collections.ConfigDict:
