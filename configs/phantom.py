@@ -6,11 +6,12 @@ Run:
 The receptive-field grid is laid on the phantom's column lattice (origin 0, stride = half the 30 µm
 instance spacing, sphere diameter 30 µm), as a user would lay it on known column spacing; every
 instance then lies whole inside the sphere nearest its centre, and each neuron has several candidate
-spheres to choose from. Domain assignment starts from the partner-averaged spatial prior, adds the
-connectome coherence term and learns at 0.3× the base rate: measured on this phantom, that keeps
-instances whole (domain ARI 0.77) where a free-moving assignment (3×) splits them between overlapping
-spheres (0.56), at the same forecast accuracy. Expected runtime and results: see BENCHMARKS.md (section
-"The README main job").
+spheres to choose from. Domain assignment starts from the partner-averaged spatial prior with its claims
+seeded by activity clusters (``assign.activity_claims``), adds the connectome coherence term and the cut
+loss (``loss.cut``: partners in other domains cost) and learns at 0.3× the base rate. Measured on this
+phantom (BENCHMARKS.md): the seeding is what lets four filters specialise, one per motif type, instead
+of collapsing to two, and the cut loss keeps modules whole (domain ARI 0.89 without it, 1.00 with it).
+Expected runtime and results: see BENCHMARKS.md (section "The README main job").
 """
 
 import ml_collections
@@ -29,6 +30,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.history = 2
     c.model.assign.partner_prior = True
     c.model.assign.coherence = 2.0
+    c.model.assign.activity_claims = 2.0
+    c.loss.cut = 0.5
     c.optim.lr_scale.assign = 0.3
     c.train.steps = 600
     c.train.batch_windows = 8

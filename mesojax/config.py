@@ -55,7 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.basis = ml_collections.ConfigDict(dict(n_layers=2, max_width=16, width_step=4))
     c.model.interface = ml_collections.ConfigDict(dict(hidden=(32,), dense=False))
     c.model.assign = ml_collections.ConfigDict(dict(network="gather_scatter", hidden=32, distance_prior=2.0,
-                                                    coherence=0.0, coherence_steps=2, partner_prior=False))
+                                                    coherence=0.0, coherence_steps=2, partner_prior=False,
+                                                    activity_claims=0.0))
 
     c.loss = ml_collections.ConfigDict(losses.Weights()._asdict())
 

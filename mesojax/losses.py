@@ -4,7 +4,7 @@ r"""The training objective: every term of DESIGN.md, each weighted by its own λ
 
     \mathcal L = λ_R\,\text{prediction} + λ_{loc}\,\text{local} + λ_{beh}\,\text{behaviour}
       + λ_C\,\text{complexity} + λ_B\,\text{basis sparsity} + λ_D\,\text{exclusivity}
-      + λ_I\,\text{interface}
+      + λ_I\,\text{interface} + λ_{cut}\,\text{cut}
 
 * **prediction** — masked MSE of the rollout ``x̂[H+r]`` against ``x[H+r]`` over all R steps (the first
   ``n_teacher + 1`` are one-step predictions from observed frames, the rest multi-step);
@@ -15,7 +15,12 @@ r"""The training objective: every term of DESIGN.md, each weighted by its own λ
   (:func:`mesojax.basis.complexity`) weighted by its usage ``u_b = (1/N) Σ_{i,c} a[i,c,b]``;
 * **basis sparsity** — ``Σ_b \sqrt{u_b + ε}``: concave in usage, minimised by few filters in use;
 * **exclusivity** — mean assignment entropy ``(1/N) Σ_i H(a_i)``: one pair per neuron;
-* **interface** — :func:`mesojax.interface.regularizer`.
+* **interface** — :func:`mesojax.interface.regularizer`;
+* **cut** — the expected fraction of a neuron's synaptic partners that sit in another domain,
+  ``1 - mean_i Σ_{c,b} a[i,c,b] m[i,c,b]`` with ``m`` the degree-normalised partner agreement of
+  :func:`mesojax.assign.coherence_message` (neurons with partners only; 0 without a connectome). Domains
+  are meant to be densely wired modules: without it, splitting a module between overlapping spheres
+  buys each part its own interface and filter state, which the prediction loss alone rewards.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import jax.numpy as jnp
 from mesojax import assign, basis, interface, model, spatial
 from mesojax.data.windows import Batch
 
-TERMS = ("prediction", "local", "behaviour", "complexity", "sparsity", "exclusivity", "interface")
+TERMS = ("prediction", "local", "behaviour", "complexity", "sparsity", "exclusivity", "interface", "cut")
 
 
 class Weights(NamedTuple):
@@ -41,6 +46,7 @@ class Weights(NamedTuple):
     sparsity: float = 1e-2
     exclusivity: float = 1e-2
     interface: float = 1e-3
+    cut: float = 0.0
 
 
 def masked_mse(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
@@ -96,6 +102,13 @@ def loss_fn(
         known = modes >= 0
         behaviour = behaviour - jnp.sum(jnp.where(known, picked, 0.0)) / jnp.maximum(jnp.sum(known), 1)
 
+    cut = jnp.zeros(())
+    nb = inputs.assign.neighbours
+    if nb is not None:
+        linked = jax.ops.segment_sum(jnp.ones_like(nb.weight), nb.src, num_segments=spec.n_neurons) > 0
+        agree = jnp.sum(ctx.a * assign.coherence_message(ctx.a, nb), axis=(1, 2))
+        cut = 1.0 - jnp.sum(jnp.where(linked, agree, 0.0)) / jnp.maximum(jnp.sum(linked), 1)
+
     u = usage(ctx.a)
     costs = jax.vmap(lambda arch: basis.complexity(spec.basis, arch, temperature=temps.arch))(params.arch)
     terms = {
@@ -107,6 +120,7 @@ def loss_fn(
         "exclusivity": jnp.sum(assign.entropy(ctx.a))
         / jnp.maximum(jnp.sum(inputs.tables.candidate_mask.any(-1)), 1),
         "interface": interface.regularizer(params.interface),
+        "cut": cut,
     }
     loss = sum(getattr(weights, name) * terms[name] for name in TERMS)
     metrics = dict(terms, loss=loss, filters_used=jnp.sum(u > 0.01), assign_entropy=terms["exclusivity"])

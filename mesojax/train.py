@@ -27,7 +27,7 @@ import optax
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mesojax import basis, checkpoint, evaluate, features, losses, model, optim, report, spatial, transfer
+from mesojax import assign, basis, checkpoint, evaluate, features, losses, model, optim, report, spatial, transfer
 from mesojax.data import Connectome, Recording, celegans, synthetic, union, windows
 
 # ----------------------------------------------------------------------------------------------- setup
@@ -179,7 +179,7 @@ def prepare(config: ml_collections.ConfigDict, mesh: Mesh) -> Experiment:
         cell_types=data.cell_types, location_group=_location_groups(tables, data.neuron_group),
         behaviour_group=data.behaviour_group,
         neighbours=(connectome.pre, connectome.post) if (
-            config.model.assign.coherence > 0 or config.model.assign.partner_prior) else None,
+            config.model.assign.coherence > 0 or config.model.assign.partner_prior or config.loss.cut > 0) else None,
     )
     n_beh = 0 if recording.behaviour is None else recording.behaviour.shape[1]
     n_modes = len(recording.mode_names) if recording.modes is not None else 0
@@ -208,10 +208,17 @@ class TrainState(NamedTuple):
 
 
 def init_params(config: ml_collections.ConfigDict, exp: Experiment) -> model.Params:
-    """Fresh parameters from ``config.seed``."""
+    """Fresh parameters from ``config.seed``; claims seeded by activity clusters when
+    ``model.assign.activity_claims > 0`` (:func:`mesojax.assign.seed_claims`, on the training segment)."""
     c = exp.connectome
     strength = c.strength[:, 0] if c.strength is not None else c.synapse_weight("count")
-    return model.init(jax.random.key(config.seed), exp.spec, exp.inputs, syn_strength=strength, syn_sign=c.sign)
+    params = model.init(jax.random.key(config.seed), exp.spec, exp.inputs, syn_strength=strength, syn_sign=c.sign)
+    if exp.spec.assign.activity_claims > 0:
+        traces = evaluate.normalised_traces(exp, "train")
+        rng = np.random.default_rng(config.seed)
+        params = params._replace(assign=assign.seed_claims(params.assign, exp.spec.assign, exp.inputs.assign,
+                                                           traces, rng))
+    return params
 
 
 def init_state(

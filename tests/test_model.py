@@ -1,5 +1,6 @@
 """Tests for the model components: interface, assignment, synapses, model step/rollout, losses, optim."""
 
+import dataclasses
 import importlib.util
 import pathlib
 
@@ -157,6 +158,62 @@ def test_partner_prior_averages_squared_offsets_over_partners(setup):
         assign.prior_distance(setup["inputs"].assign, partners=True)
 
 
+def test_prior_location_is_nearest_candidate_and_minus_one_without(setup):
+    ai = setup["inputs"].assign
+    mask = np.asarray(ai.candidate_mask).copy()
+    mask[0] = False  # neuron 0 loses every candidate
+    ai = ai._replace(candidate_mask=jnp.asarray(mask))
+    loc = assign.prior_location(ai, partners=False)
+    d2 = np.where(mask, np.sum(np.asarray(ai.candidate_offset) ** 2, -1), np.inf)
+    assert loc[0] == -1
+    for i in range(1, setup["n"]):
+        assert loc[i] == np.asarray(ai.candidates)[i, np.argmin(d2[i])]
+
+
+def test_activity_fingerprint_of_known_signals():
+    t = np.arange(400)
+    slow = np.sin(2 * np.pi * t / 80)  # autocorrelation ≈ cos(2π l / 80) × (1/2) / var = cos(...)
+    noise = np.random.default_rng(0).normal(size=400)
+    x = np.stack([slow, slow, noise, noise], 1)
+    x[5, 0] = np.nan  # a missing frame counts as the neuron's mean
+    f, held = assign.activity_fingerprint(x, np.array([0, 0, 2, -1]), n_locations=3, lags=3)
+    assert held.tolist() == [True, False, True] and np.all(f[1] == 0)
+    np.testing.assert_allclose(f[0, :3], np.cos(2 * np.pi * np.arange(1, 4) / 80), atol=0.02)
+    np.testing.assert_allclose(f[0, 6:], [1.0, 1.0, 1.0], atol=0.01)  # identical members: correlation 1
+    assert np.all(np.abs(f[2, :3]) < 0.15) and np.all(f[2, 6:] == 1.0)  # one member: no pairs
+    with pytest.raises(ValueError, match="traces must be"):
+        assign.activity_fingerprint(x[:, :3], np.array([0, 0, 2, -1]), 3)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_cluster_locations_finds_separated_groups_and_their_number(k):
+    rng = np.random.default_rng(k)
+    sizes = [12, 9, 7, 5][:k]
+    centres = 10.0 * rng.normal(size=(k, 5))
+    truth = np.repeat(np.arange(k), sizes)
+    points = centres[truth] + 0.3 * rng.normal(size=(len(truth), 5))
+    labels = assign.cluster_locations(points, max_k=6, rng=np.random.default_rng(0))
+    # the same partition up to renaming, and cluster 0 the largest
+    assert len(np.unique(labels)) == k
+    assert all(len(np.unique(labels[truth == j])) == 1 for j in range(k))
+    assert np.argmax(np.bincount(labels)) == 0
+    one, _ = assign.kmeans(points, k, np.random.default_rng(1))
+    assert assign.silhouette(points, one) > 0.8 > assign.silhouette(points, rng.integers(0, k, len(points)))
+
+
+def test_seed_claims_raises_the_cluster_filter_of_held_locations(setup):
+    ai, spec, params = setup["inputs"].assign, setup["spec"].assign, setup["params"].assign
+    spec = dataclasses.replace(spec, activity_claims=2.0)
+    x = np.random.default_rng(3).normal(size=(200, setup["n"]))
+    seeded = assign.seed_claims(params, spec, ai, x, np.random.default_rng(0))
+    diff = np.asarray(seeded.claim - params.claim)
+    held = np.unique(assign.prior_location(ai, spec.partner_prior))
+    held = held[held >= 0]
+    assert np.all(diff[held].max(1) == 2.0) and np.all((diff[held] > 0).sum(1) == 1)
+    untouched = np.setdiff1d(np.arange(diff.shape[0]), held)
+    assert np.all(diff[untouched] == 0)
+
+
 # ------------------------------------------------------------------------------------------ synapses
 
 
@@ -311,6 +368,29 @@ def test_loss_terms_logged_and_every_group_gets_gradient(setup, loss_and_grad):
         assert all(np.isfinite(np.asarray(g)).all() for g in leaves), group
         largest = max(float(jnp.abs(g).max()) for g in leaves)
         assert (largest == 0.0) if group == "fallback" else (largest > 0), (group, largest)
+
+
+def test_cut_is_the_expected_fraction_of_partners_in_another_domain(setup):
+    ai, pre, post = _coherent(setup)
+    inputs = setup["inputs"]._replace(assign=ai)
+    spec, params, temps = setup["spec"], setup["params"], setup["temps"]
+    weights = losses.Weights(cut=0.5)
+    _, m = jax.jit(lambda p, b: losses.loss_fn(p, b, spec, inputs, weights, temps, 0))(params, _batch(setup))
+    a = np.asarray(model.context(spec, params, inputs, temps).a)
+    cand, mask = np.asarray(ai.candidates), np.asarray(ai.candidate_mask)
+    partners = {i: set() for i in range(setup["n"])}
+    for i, j in zip(pre.tolist(), post.tolist()):
+        if i != j:
+            partners[i].add(j)
+            partners[j].add(i)
+
+    def same_domain(i, j):  # P(i and j pick the same (location, filter))
+        return sum(a[i, c] @ a[j, np.flatnonzero(mask[j] & (cand[j] == cand[i, c]))[0]]
+                   for c in np.flatnonzero(mask[i]) if np.any(mask[j] & (cand[j] == cand[i, c])))
+
+    cohesion = [np.mean([same_domain(i, j) for j in js]) for i, js in partners.items() if js]
+    np.testing.assert_allclose(m["cut"], 1.0 - np.mean(cohesion), rtol=1e-5)
+    assert 0.0 < float(m["cut"]) < 1.0
 
 
 def test_masked_targets_do_not_change_the_loss(setup, loss_and_grad):
