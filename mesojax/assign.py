@@ -137,7 +137,9 @@ class Neighbours(NamedTuple):
 
 
 def neighbours(pre: np.ndarray, post: np.ndarray, candidates: np.ndarray, candidate_mask: np.ndarray) -> Neighbours:
-    """The coherence pairs of a connectome (host side, once): unique undirected partners, no self pairs.
+    """The coherence pairs of a connectome (host side, once): unique undirected partners, no self pairs,
+    and only neurons with a candidate location (one without has no domain to agree with, nor a
+    position to average into the prior).
 
     Args:
       pre, post: ``[E]`` synapse endpoints (a multigraph; repeats count once).
@@ -151,7 +153,8 @@ def neighbours(pre: np.ndarray, post: np.ndarray, candidates: np.ndarray, candid
     """
     pre, post = np.asarray(pre, np.int64), np.asarray(post, np.int64)
     n = candidates.shape[0]
-    keep = pre != post
+    placed = np.asarray(candidate_mask).any(1)
+    keep = (pre != post) & placed[pre] & placed[post]
     key = np.unique(np.concatenate([pre[keep] * n + post[keep], post[keep] * n + pre[keep]]))
     src, dst = key // n, key % n
     eq = (candidates[src][:, :, None] == candidates[dst][:, None, :]) & \
@@ -346,38 +349,51 @@ def activity_fingerprint(traces: np.ndarray, location: np.ndarray, n_locations: 
 
         f_µ = [mean_i ρ_i(1..lags), min_i ρ_i(1..lags), mean, min, max of C off the diagonal]
 
-    (a location holding one neuron has no pairs and gets correlation 1, its neuron with itself).
+    Every product averages over the frames where both factors are recorded, so missing frames (e.g. the
+    NaN padding of a shorter animal in a disjoint union) do not shrink it. Neurons with fewer than
+    ``2·lags`` recorded frames are left out; a location left with no neuron is not held, and one left
+    with a single neuron has no pairs: its three correlation entries are NaN (see
+    :func:`cluster_locations`).
 
     Args:
-      traces: ``[T, N]`` training traces (NaN allowed; each neuron is z-scored over its finite frames and
-        missing frames count as its mean).
+      traces: ``[T, N]`` training traces (NaN = not recorded).
       location: ``[N]`` location of each neuron (-1: none), e.g. :func:`prior_location`.
       n_locations: L.
       lags: autocorrelation lags.
 
     Returns:
-      ``(fingerprint [L, 2·lags + 3], held [L] bool)``: rows of locations holding no neuron are zero.
+      ``(fingerprint [L, 2·lags + 3], held [L] bool)``: rows of locations that are not held are zero.
 
     Example:
         >>> x = np.random.default_rng(0).normal(size=(200, 4))
         >>> f, held = activity_fingerprint(x, np.array([0, 0, 2, -1]), 3, lags=2)
-        >>> f.shape, held.tolist()
-        ((3, 7), [True, False, True])
+        >>> f.shape, held.tolist(), bool(np.isnan(f[2, 4:]).all())
+        ((3, 7), [True, False, True], True)
     """
     x = np.asarray(traces, np.float64)
     if x.ndim != 2 or x.shape[1] != len(location) or x.shape[0] <= lags + 1:
         raise ValueError(f"activity_fingerprint: traces must be [T > {lags + 1}, N = {len(location)}], "
                          f"got {x.shape}")
-    z = (x - np.nanmean(x, 0)) / np.maximum(np.nanstd(x, 0), 1e-8)
-    z = np.nan_to_num(z)
+    seen = np.isfinite(x)
+    w = seen.astype(np.float64)
+    count = np.maximum(w.sum(0), 1.0)
+    enough = w.sum(0) >= 2 * lags
+    mean = np.where(seen, x, 0.0).sum(0) / count
+    std = np.sqrt(np.where(seen, np.square(x - mean), 0.0).sum(0) / count)
+    z = np.where(seen, (x - mean) / np.maximum(std, 1e-8), 0.0)
     t = z.shape[0]
-    rho = np.stack([np.mean(z[lag:] * z[:t - lag], 0) for lag in range(1, lags + 1)], 1)  # [N, lags]
+
+    def mean_product(a, b, wa, wb):  # Σ a·b / #frames where both are recorded
+        return (a * b).sum(0) / np.maximum((wa * wb).sum(0), 1.0)
+
+    rho = np.stack([mean_product(z[lag:], z[:t - lag], w[lag:], w[:t - lag]) for lag in range(1, lags + 1)], 1)
     out = np.zeros((n_locations, 2 * lags + 3))
     held = np.zeros(n_locations, bool)
-    for mu in np.unique(location[location >= 0]):
-        idx = np.flatnonzero(location == mu)
-        corr = (z[:, idx].T @ z[:, idx]) / t
-        off = corr[~np.eye(len(idx), dtype=bool)] if len(idx) > 1 else np.ones(1)
+    use = (location >= 0) & enough
+    for mu in np.unique(location[use]):
+        idx = np.flatnonzero(use & (location == mu))
+        corr = (z[:, idx].T @ z[:, idx]) / np.maximum(w[:, idx].T @ w[:, idx], 1.0)
+        off = corr[~np.eye(len(idx), dtype=bool)] if len(idx) > 1 else np.full(1, np.nan)
         out[mu] = np.concatenate([rho[idx].mean(0), rho[idx].min(0), [off.mean(), off.min(), off.max()]])
         held[mu] = True
     return out, held
@@ -399,6 +415,7 @@ def kmeans(z: np.ndarray, k: int, rng: np.random.Generator, restarts: int = 8,
             if np.allclose(new, centres):
                 break
             centres = new
+        labels = ((z[:, None] - centres[None]) ** 2).sum(-1).argmin(1)  # consistent with the final centres
         inertia = float(((z - centres[labels]) ** 2).sum())
         if inertia < best[1]:
             best = (labels, inertia)
@@ -423,13 +440,19 @@ def silhouette(z: np.ndarray, labels: np.ndarray) -> float:
     return float(s.mean())
 
 
+MIN_SILHOUETTE = 0.25
+"""Below this mean silhouette a split is not structure (the usual "weak or artificial" line): one cluster."""
+
+
 def cluster_locations(fingerprint: np.ndarray, max_k: int, rng: np.random.Generator,
                       tolerance: float = 0.02) -> np.ndarray:
     """Cluster location fingerprints into k ≤ `max_k` groups, k chosen by silhouette.
 
-    Fingerprints are z-scored per column; k-means runs for k = 2..max_k and the smallest k whose
-    silhouette is within `tolerance` (relative) of the best is kept, so a split that barely improves the
-    separation (a handful of off-centre locations peeling off) does not add a filter.
+    NaN entries (a location without member pairs) take their column's mean, then columns are z-scored;
+    k-means runs for k = 2..max_k and the smallest k whose silhouette is within `tolerance` (relative)
+    of the best is kept, so a split that barely improves the separation (a handful of off-centre
+    locations peeling off) does not add a filter. When no split reaches :data:`MIN_SILHOUETTE` (or
+    there are fewer than 3 locations) everything is one cluster.
 
     Returns:
       ``[P]`` labels in ``0..k-1``, cluster 0 the largest.
@@ -437,9 +460,14 @@ def cluster_locations(fingerprint: np.ndarray, max_k: int, rng: np.random.Genera
     p = len(fingerprint)
     if p < 3 or max_k < 2:
         return np.zeros(p, np.int64)
-    z = (fingerprint - fingerprint.mean(0)) / np.maximum(fingerprint.std(0), 1e-8)
+    f = np.asarray(fingerprint, np.float64)
+    column_mean = np.nanmean(np.where(np.isnan(f).all(0), 0.0, f), 0)
+    f = np.where(np.isnan(f), column_mean, f)
+    z = (f - f.mean(0)) / np.maximum(f.std(0), 1e-8)
     runs = [kmeans(z, k, rng) for k in range(2, min(max_k, p - 1) + 1)]
     scores = np.array([silhouette(z, labels) for labels, _ in runs])
+    if scores.max() < MIN_SILHOUETTE:
+        return np.zeros(p, np.int64)
     labels = runs[int(np.flatnonzero(scores >= scores.max() * (1 - tolerance))[0])][0]
     order = np.argsort(-np.bincount(labels), kind="stable")
     return np.argsort(order)[labels]
