@@ -97,22 +97,22 @@ def test_low_temperature_assignment_is_one_hot_and_hard_partition_agrees(setup):
 
 
 def _coherent(setup):
-    """The setup's inputs with coherence pairs from its synapses."""
+    """The setup's inputs with coherence pairs from random synapses, and each neuron's set of partners."""
     ai, tables = setup["inputs"].assign, setup["tables"]
     rng = np.random.default_rng(7)
     pre, post = rng.integers(0, setup["n"], 60), rng.integers(0, setup["n"], 60)
-    return ai._replace(neighbours=assign.neighbours(pre, post, tables.candidates, tables.candidate_mask)), pre, post
-
-
-def test_coherence_message_equals_a_loop_over_partners(setup):
-    ai, pre, post = _coherent(setup)
-    cand, mask = np.asarray(ai.candidates), np.asarray(ai.candidate_mask)
-    a = np.asarray(jax.random.uniform(jax.random.key(8), (setup["n"], cand.shape[1], N_FILTERS))) * mask[..., None]
     partners = {i: set() for i in range(setup["n"])}
     for i, j in zip(pre.tolist(), post.tolist()):
         if i != j:
             partners[i].add(j)
             partners[j].add(i)
+    return ai._replace(neighbours=assign.neighbours(pre, post, tables.candidates, tables.candidate_mask)), partners
+
+
+def test_coherence_message_equals_a_loop_over_partners(setup):
+    ai, partners = _coherent(setup)
+    cand, mask = np.asarray(ai.candidates), np.asarray(ai.candidate_mask)
+    a = np.asarray(jax.random.uniform(jax.random.key(8), (setup["n"], cand.shape[1], N_FILTERS))) * mask[..., None]
     expect = np.zeros_like(a)
     for i, js in partners.items():
         for j in js:
@@ -125,7 +125,7 @@ def test_coherence_message_equals_a_loop_over_partners(setup):
 
 @pytest.mark.parametrize("beta", [0.0, 4.0])
 def test_coherence_pulls_partners_into_the_same_domain(setup, beta):
-    ai, _, _ = _coherent(setup)
+    ai, _ = _coherent(setup)
     spec = assign.AssignSpec(n_filters=N_FILTERS, network="free", coherence=beta)
     params = assign.init(jax.random.key(9), spec, ai, n_locations=setup["spec"].n_locations)
     a = assign.assignment(spec, params, ai, temperature=0.5)
@@ -140,14 +140,12 @@ def test_coherence_pulls_partners_into_the_same_domain(setup, beta):
 
 
 def test_partner_prior_averages_squared_offsets_over_partners(setup):
-    ai, pre, post = _coherent(setup)
+    ai, partners = _coherent(setup)
     d2 = np.sum(np.asarray(ai.candidate_offset) ** 2, -1)
     cand, mask = np.asarray(ai.candidates), np.asarray(ai.candidate_mask)
     got = np.asarray(assign.prior_distance(ai, partners=True))
     np.testing.assert_allclose(assign.prior_distance(ai, partners=False), d2)
-    for i in range(setup["n"]):
-        js = sorted({int(b) for a, b in zip(pre, post) if a == i and b != i} |
-                    {int(a) for a, b in zip(pre, post) if b == i and a != i})
+    for i, js in partners.items():
         for c in np.flatnonzero(mask[i]):
             terms = [d2[i, c]]
             for j in js:
@@ -408,18 +406,13 @@ def test_loss_terms_logged_and_every_group_gets_gradient(setup, loss_and_grad):
 
 
 def test_cut_is_the_expected_fraction_of_partners_in_another_domain(setup):
-    ai, pre, post = _coherent(setup)
+    ai, partners = _coherent(setup)
     inputs = setup["inputs"]._replace(assign=ai)
     spec, params, temps = setup["spec"], setup["params"], setup["temps"]
     weights = losses.Weights(cut=0.5)
     _, m = jax.jit(lambda p, b: losses.loss_fn(p, b, spec, inputs, weights, temps, 0))(params, _batch(setup))
     a = np.asarray(model.context(spec, params, inputs, temps).a)
     cand, mask = np.asarray(ai.candidates), np.asarray(ai.candidate_mask)
-    partners = {i: set() for i in range(setup["n"])}
-    for i, j in zip(pre.tolist(), post.tolist()):
-        if i != j:
-            partners[i].add(j)
-            partners[j].add(i)
 
     def same_domain(i, j):  # P(i and j pick the same (location, filter))
         return sum(a[i, c] @ a[j, np.flatnonzero(mask[j] & (cand[j] == cand[i, c]))[0]]
