@@ -281,6 +281,139 @@ def fill_missing(x: jax.Array, fill: jax.Array) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- ridge solver (host)
+class _Factor(NamedTuple):
+    """Weighted ridge regressions factorised once for every λ: ``coef(λ) = Q diag(1/(e + (λ+ε)·n·s̄)) P``.
+
+    The leading axis G runs over independent problems: one per output row when every row has its own
+    inputs, or G = 1 for a group of rows that share inputs and sample weights (then ``P`` holds every row
+    of the group, so the group costs one factorisation).
+
+    Attributes:
+      q: ``[G, D, k]`` eigenvectors of the centred Gram matrix ``XᵀX`` (primal, D ≤ n), or ``Xᵀ U`` with
+        ``U`` those of the kernel ``XXᵀ`` (dual, D > n): both give the same coefficients.
+      evals: ``[G, k]`` eigenvalues of ``XᵀX`` (or ``XXᵀ``), unnormalised.
+      proj: ``[G, k, Rg]`` ``Qᵀ Xᵀ y`` (primal) or ``Uᵀ y`` (dual) of the centred targets.
+      shrink: ``[G]`` ``n·s̄`` (samples × mean input variance): the ridge term is ``(λ + ε)·n·s̄·‖c‖²``.
+      xm: ``[G, D]`` weighted input means; ym: ``[G, Rg]`` target means.
+      dim_valid: ``[G, D]`` bool, or None; coefficients of padding dimensions are 0.
+    """
+
+    q: np.ndarray
+    evals: np.ndarray
+    proj: np.ndarray
+    shrink: np.ndarray
+    xm: np.ndarray
+    ym: np.ndarray
+    dim_valid: np.ndarray | None
+
+
+def _factor_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray, dim_valid: np.ndarray | None) -> _Factor:
+    """One primal factor per output row: ``x [S, R, D]`` (own inputs per row), ``y [S, R]``, ``w [S, R|1]``."""
+    s, r, d = x.shape
+    wf = w.astype(np.float64)
+    n = np.maximum(wf.sum(0), 1.0)  # [Rw]
+    valid = np.ones((r, d), bool) if dim_valid is None else np.broadcast_to(dim_valid, (r, d))
+    xm = np.where(w[:, :, None], x, 0.0).sum(0) / n[:, None]  # [R, D]
+    xc = np.where(w[:, :, None] & valid, x - xm, 0.0)  # padding dimensions take no part
+    gram = np.matmul(xc.transpose(1, 2, 0), xc.transpose(1, 0, 2))  # [R, D, D]
+    ym = np.where(w, y, 0.0).sum(0) / n  # [R]
+    b = np.einsum("srd,sr->rd", xc, np.where(w, y - ym, 0.0))
+    diag = np.diagonal(gram, axis1=1, axis2=2)  # [R, D]
+    scale = np.maximum((diag * valid).sum(-1) / np.maximum(valid.sum(-1), 1) / n, 1e-12)  # [R]
+    shrink = n * scale
+    if dim_valid is not None:
+        # Padding dimensions get a unit-variance diagonal so the system stays well-posed; their b is 0.
+        gram = gram + np.eye(d) * (~valid)[:, None, :] * shrink[:, None, None]
+    evals, evecs = np.linalg.eigh(gram)
+    proj = np.matmul(evecs.transpose(0, 2, 1), b[:, :, None])  # [R, D, 1]
+    return _Factor(evecs, evals, proj, np.broadcast_to(shrink, (r,)), xm, ym[:, None],
+                   None if dim_valid is None else valid)
+
+
+def _factor_shared(x: np.ndarray, y: np.ndarray, w: np.ndarray, dim_valid: np.ndarray | None) -> _Factor:
+    """One factor for rows sharing inputs ``x [S, D]`` and samples ``w [S]``; ``y [S, R]``.
+
+    Primal (``XᵀX``, cost ``n·D²``) when D ≤ n, dual (``XXᵀ``, cost ``n²·D``) otherwise, so a VAR with
+    more inputs than samples (``p·N > S``) never forms a ``[D, D]`` matrix.
+    """
+    xs, ys = x[w].astype(np.float64), y[w].astype(np.float64)
+    n, d = xs.shape
+    n_eff = max(n, 1)
+    xm, ym = xs.sum(0) / n_eff, ys.sum(0) / n_eff
+    xc, yc = xs - xm, ys - ym
+    if dim_valid is not None:
+        xc[:, ~dim_valid] = 0.0
+    d_valid = d if dim_valid is None else max(int(dim_valid.sum()), 1)
+    shrink = n_eff * max(float(np.einsum("sd,sd->", xc, xc)) / (n_eff * d_valid), 1e-12)
+    if d <= n:
+        evals, q = np.linalg.eigh(xc.T @ xc)
+        proj = q.T @ (xc.T @ yc)
+    else:
+        evals, u = np.linalg.eigh(xc @ xc.T)
+        q, proj = xc.T @ u, u.T @ yc
+    return _Factor(q[None], evals[None], proj[None], np.asarray([shrink]), xm[None], ym[None],
+                   None if dim_valid is None else dim_valid[None])
+
+
+def _factors(x: np.ndarray, y: np.ndarray, w: np.ndarray,
+             dim_valid: np.ndarray | None) -> list[tuple[np.ndarray, _Factor]]:
+    """Factorise the ridge problems of :func:`ridge_solve`: ``[(rows, factor)]`` covering every output row.
+
+    Rows with shared inputs (``Rx = 1``) are grouped by their sample-weight pattern (missing targets), one
+    factorisation per distinct pattern; rows with their own inputs get one (small) factor each.
+    """
+    s, rx, _ = x.shape
+    r = y.shape[1]
+    if rx > 1:
+        return [(np.arange(r), _factor_rows(x, y, w, dim_valid))]
+    dv = None if dim_valid is None else np.asarray(dim_valid).reshape(-1)
+    cols = np.broadcast_to(w, (s, r))
+    patterns, first, which = np.unique(np.packbits(cols, axis=0).T, axis=0, return_index=True,
+                                       return_inverse=True)
+    which = which.reshape(-1)
+    out = []
+    for g in range(len(patterns)):
+        rows = np.flatnonzero(which == g)
+        out.append((rows, _factor_shared(x[:, 0], y[:, rows], cols[:, first[g]], dv)))
+    return out
+
+
+def _shrinkage(f: _Factor, lam: float) -> np.ndarray:
+    return 1.0 / np.maximum(f.evals + (lam + _JITTER) * f.shrink[:, None], 1e-300)  # [G, k]
+
+
+def _factor_coef(f: _Factor, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(coef [R, D], intercept [R])`` of a factor at one λ, rows in the factor's order."""
+    coef = np.matmul(f.q, f.proj * _shrinkage(f, lam)[:, :, None])  # [G, D, Rg]
+    if f.dim_valid is not None:
+        coef = np.where(f.dim_valid[:, :, None], coef, 0.0)
+    intercept = f.ym - np.einsum("gd,gdr->gr", f.xm, coef)
+    return coef.transpose(0, 2, 1).reshape(-1, coef.shape[1]), intercept.reshape(-1)
+
+
+def _factor_sse(f: _Factor, lams: Sequence[float], x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Squared error ``[len(lams)]`` on held-out ``x [S, Rx, D]`` (NaN-free), ``y [S, R]``, mask ``w [S, R]``.
+
+    Shared inputs are projected once (``(x - x̄) Q``, ``[S, k]``), so each λ costs ``S·k·R`` and the
+    ``[R, D]`` coefficients are never formed.
+    """
+    sse = np.zeros(len(lams))
+    if x.shape[1] == 1:
+        xc = x[:, 0] - f.xm[0]
+        if f.dim_valid is not None:
+            xc = np.where(f.dim_valid[0], xc, 0.0)
+        a = xc @ f.q[0]  # [S, k]
+        for li, lam in enumerate(lams):
+            pred = f.ym[0] + a @ (f.proj[0] * _shrinkage(f, lam)[0][:, None])
+            sse[li] = np.where(w, (pred - y) ** 2, 0.0).sum()
+        return sse
+    for li, lam in enumerate(lams):
+        coef, intercept = _factor_coef(f, lam)
+        pred = intercept + np.einsum("srd,rd->sr", x, coef)
+        sse[li] = np.where(w, (pred - y) ** 2, 0.0).sum()
+    return sse
+
+
 def ridge_solve(
     x: np.ndarray,
     y: np.ndarray,
@@ -292,7 +425,8 @@ def ridge_solve(
 
     For each r and λ: ``min Σ_s w[s,r] (y[s,r] - b_r - c_r·x[s,r])² + λ·s̄_r·n_r·‖c_r‖²`` with
     ``n_r = Σ_s w[s,r]`` and ``s̄_r`` the mean variance of the (valid) inputs; solved through one
-    eigendecomposition of each weighted, centred Gram matrix, shared by all λ.
+    eigendecomposition shared by all λ. Outputs that share inputs (``Rx = 1``) and sample weights share
+    that factorisation too: a dense VAR costs one per missing-data pattern, not one per output neuron.
 
     Args:
       x: ``[S, Rx, D]`` inputs; ``Rx = 1`` shares them across outputs (entries with w = 0 may be NaN).
@@ -304,46 +438,20 @@ def ridge_solve(
     Returns:
       ``(coef [L, R, D], intercept [L, R])``.
     """
-    s, rx, d = x.shape
-    r = y.shape[1]
-    if w.shape[1] > 1 and (w == w[:, :1]).all():
-        w = w[:, :1]  # the common case (no missing targets): one shared Gram matrix per input set
-    if rx == 1 and w.shape[1] > 1:
-        x = np.broadcast_to(x, (s, r, d))
-        dim_valid = None if dim_valid is None else np.broadcast_to(dim_valid, (r, d))
-        rx = r
-    wf = w.astype(np.float64)
-    n = np.maximum(wf.sum(0), 1.0)  # [Rw]
-    rg = max(rx, wf.shape[1])
-    xw = np.where(w[:, :, None], x, 0.0).astype(np.float64)  # [S, Rg, D]
-    xm = xw.sum(0) / n[:, None]  # [Rg, D]
-    xc = np.where(w[:, :, None], x - xm, 0.0)
-    gram = np.matmul(xc.transpose(1, 2, 0), xc.transpose(1, 0, 2)) / n[:, None, None]  # [Rg, D, D]
-    ym = np.where(w, y, 0.0).sum(0) / n  # [R]
-    yc = np.where(w, y - ym, 0.0)  # [S, R]
-    if rg == 1:
-        b = (xc[:, 0, :].T @ yc).T / n[:, None]  # [R, D]
-    else:
-        b = np.einsum("srd,sr->rd", xc, yc) / n[:, None]
-    diag = np.diagonal(gram, axis1=1, axis2=2)  # [Rg, D]
-    if dim_valid is None:
-        scale = diag.mean(-1)
-    else:
-        scale = (diag * dim_valid).sum(-1) / np.maximum(dim_valid.sum(-1), 1)
-        # Padding dimensions get a unit diagonal so the system stays well-posed; their b is 0.
-        gram = gram + np.eye(d) * (~dim_valid)[:, None, :] * np.maximum(scale, 1e-12)[:, None, None]
-    scale = np.maximum(scale, 1e-12)[:, None]  # [Rg, 1]
-    evals, evecs = np.linalg.eigh(gram)  # [Rg, D], [Rg, D, D]
-    proj = np.matmul(b[:, None, :], evecs)[:, 0, :]  # [R, D]
-    coefs, intercepts = [], []
-    for lam in lams:
-        shrunk = proj / np.maximum(evals + (lam + _JITTER) * scale, 1e-300)
-        coef = np.matmul(shrunk[:, None, :], evecs.transpose(0, 2, 1))[:, 0, :]  # [R, D]
-        if dim_valid is not None:
-            coef = np.where(dim_valid, coef, 0.0)
-        coefs.append(coef)
-        intercepts.append(ym - (xm * coef).sum(-1))
-    return np.stack(coefs), np.stack(intercepts)
+    r, d = y.shape[1], x.shape[2]
+    coefs, intercepts = np.zeros((len(lams), r, d)), np.zeros((len(lams), r))
+    for rows, f in _factors(x, y, w, dim_valid):
+        for li, lam in enumerate(lams):
+            coefs[li, rows], intercepts[li, rows] = _factor_coef(f, lam)
+    return coefs, intercepts
+
+
+def _prior_offset(x: np.ndarray, c0: scipy.sparse.csr_matrix) -> np.ndarray:
+    """``x·c0`` per output row: ``x [S, Rx, D]`` (NaN read as 0), ``c0 [R, D]`` sparse -> ``[S, R]``."""
+    x = np.where(np.isfinite(x), x, 0.0)
+    if x.shape[1] == 1:
+        return np.asarray((c0 @ x[:, 0].T).T)
+    return np.einsum("srd,rd->sr", x, c0.toarray())
 
 
 def _fit_linear(
@@ -359,14 +467,15 @@ def _fit_linear(
     val_fraction: float,
     dim_valid: np.ndarray | None,
     source: str,
-    prior: Callable[[np.ndarray], np.ndarray] | None = None,
+    prior: Callable[[np.ndarray], scipy.sparse.csr_matrix | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Solve a ridge regression per output neuron in row blocks, choosing λ on a time split if needed.
 
     ``design(windows, rows) -> [S, len(rows) or 1, D]``; ``in_finite(windows, rows) -> [S, len(rows) or 1]``
-    says whether all inputs of those rows are finite. ``prior(sample_mask [S]) -> c0 [N, D]`` (optional)
-    moves the ridge centre: the penalty becomes ``λ‖c - c0‖²`` (solved as ridge on ``y - x·c0``), with c0
-    fitted on the same samples as the regression.
+    says whether all inputs of those rows are finite. ``prior(sample_mask [S]) -> c0 [N, D]`` (optional,
+    sparse) moves the ridge centre: the penalty becomes ``λ‖c - c0‖²`` (solved as ridge on ``y - x·c0``),
+    with c0 fitted on the same samples as the regression. A design shared by all rows should come with
+    ``rows_per_block = N``: its rows are then solved together (one factorisation per missing-data pattern).
 
     Returns:
       ``(coef [N, D], intercept [N], lam)``.
@@ -374,16 +483,18 @@ def _fit_linear(
     n = targets.shape[1]
     blocks = [np.arange(a, min(a + rows_per_block, n)) for a in range(0, n, rows_per_block)]
 
-    def solve(rows: np.ndarray, train: np.ndarray, lams: Sequence[float], c0: np.ndarray | None):
-        x = design(windows[train], rows)
-        y = targets[train][:, rows].astype(np.float64)
-        w = in_finite(windows[train], rows) & np.isfinite(y)
-        dv = None if dim_valid is None else dim_valid[rows]
-        if c0 is None:
-            return ridge_solve(x, y, w, lams, dv)
-        y = y - (np.where(np.isfinite(x), x, 0.0) * c0[rows][None]).sum(-1)
-        coef, intercept = ridge_solve(x, y, w, lams, dv)
-        return coef + c0[rows][None], intercept
+    def problem(rows: np.ndarray, samples: np.ndarray, c0: scipy.sparse.csr_matrix | None):
+        """``(x, y, w)`` of output `rows` on `samples`, targets moved by the prior."""
+        win = windows[samples]
+        x = design(win, rows)
+        y = targets[samples][:, rows].astype(np.float64)
+        w = in_finite(win, rows) & np.isfinite(y)
+        if c0 is not None:
+            y = y - _prior_offset(x, c0[rows])
+        return x, y, w
+
+    def local(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return x if x.shape[1] == 1 else x[:, rows]
 
     if lam is None:
         is_val = position >= 1.0 - val_fraction
@@ -394,25 +505,26 @@ def _fit_linear(
         sse = np.zeros(len(lam_grid))
         c0 = None if prior is None else prior(~is_val)
         for rows in blocks:
-            coef, intercept = solve(rows, ~is_val, lam_grid, c0)
-            xv = design(windows[is_val], rows)
-            yv = targets[is_val][:, rows]
-            wv = in_finite(windows[is_val], rows) & np.isfinite(yv)
-            xv = np.where(np.isfinite(xv), xv, 0.0)  # rows with missing inputs are masked by wv below
-            for li in range(len(lam_grid)):
-                pred = intercept[li] + (xv * coef[li][None]).sum(-1)
-                sse[li] += np.where(wv, (pred - yv) ** 2, 0.0).sum()
+            x, y, w = problem(rows, ~is_val, c0)
+            xv, yv, wv = problem(rows, is_val, c0)
+            xv = np.where(np.isfinite(xv), xv, 0.0)  # rows with missing inputs are masked by wv
+            for sub, f in _factors(x, y, w, None if dim_valid is None else dim_valid[rows]):
+                sse += _factor_sse(f, lam_grid, local(xv, sub), yv[:, sub], wv[:, sub])
         if not np.isfinite(sse).all():
             raise V.ValidationError(source, "lam", None, "validation error is not finite for some λ")
         lam = float(lam_grid[int(np.argmin(sse))])
-    coefs, intercepts = [], []
-    everything = np.ones(len(targets), bool)
-    c0 = None if prior is None else prior(everything)
+    coef = intercept = None
+    c0 = None if prior is None else prior(np.ones(len(targets), bool))
     for rows in blocks:
-        c, b = solve(rows, everything, [lam], c0)
-        coefs.append(c[0])
-        intercepts.append(b[0])
-    return np.concatenate(coefs), np.concatenate(intercepts), lam
+        x, y, w = problem(rows, np.ones(len(targets), bool), c0)
+        if coef is None:
+            coef, intercept = np.zeros((n, x.shape[2])), np.zeros(n)
+        for sub, f in _factors(x, y, w, None if dim_valid is None else dim_valid[rows]):
+            coef[rows[sub]], intercept[rows[sub]] = _factor_coef(f, lam)
+    if c0 is not None:
+        c0 = c0.tocoo()
+        np.add.at(coef, (c0.row, c0.col), c0.data)
+    return coef, intercept, lam
 
 
 def _check_shrink_to(source: str, shrink_to: str) -> None:
@@ -585,12 +697,13 @@ def fit_ridge_var(
     def in_finite(win, rows):
         return np.isfinite(win).all((1, 2))[:, None]
 
-    def prior(samples):  # AR(p) coefficients on each neuron's own lags (dims k*N + i)
-        c0 = np.zeros((n, order * n))
-        if shrink_to == "ar":
-            ar, _ = _ar_arrays(windows[samples], targets[samples], position[samples], source=src)
-            c0[np.arange(n)[:, None], np.arange(order)[None] * n + np.arange(n)[:, None]] = ar
-        return c0
+    def prior(samples):  # AR(p) coefficients on each neuron's own lags (dims k*N + i), sparse
+        if shrink_to != "ar":
+            return None
+        ar, _ = _ar_arrays(windows[samples], targets[samples], position[samples], source=src)
+        rows = np.repeat(np.arange(n), order)
+        cols = (np.arange(order)[None] * n + np.arange(n)[:, None]).reshape(-1)
+        return scipy.sparse.csr_matrix((ar.reshape(-1), (rows, cols)), shape=(n, order * n))
 
     coef, intercept, lam = _fit_linear(
         design,
@@ -598,7 +711,7 @@ def fit_ridge_var(
         targets,
         in_finite,
         position,
-        rows_per_block=_rows_per_block(s, order * n, n),
+        rows_per_block=n,  # one design shared by every row: solved together
         lam=lam,
         lam_grid=lam_grid,
         val_fraction=val_fraction,
@@ -707,12 +820,12 @@ def fit_masked_var(
 
     self_slot = (index == np.arange(n)[:, None]) & valid  # [N, D]: where neuron i feeds itself
 
-    def prior(samples):  # AR(p) coefficients on each neuron's own slot, where the mask has one
-        c0 = np.zeros((n, order, d))
-        if shrink_to == "ar":
-            ar, _ = _ar_arrays(windows[samples], targets[samples], position[samples], source=src)
-            c0 = np.where(self_slot[:, None, :], ar[:, :, None], 0.0)
-        return c0.reshape(n, order * d)
+    def prior(samples):  # AR(p) coefficients on each neuron's own slot, where the mask has one (sparse)
+        if shrink_to != "ar":
+            return None
+        ar, _ = _ar_arrays(windows[samples], targets[samples], position[samples], source=src)
+        c0 = np.where(self_slot[:, None, :], ar[:, :, None], 0.0)
+        return scipy.sparse.csr_matrix(c0.reshape(n, order * d))
 
     coef, intercept, lam = _fit_linear(
         design,

@@ -264,3 +264,56 @@ def test_make_baseline_history_and_option_checks():
 def test_bad_input_raises_one_clear_error(small_traces, call, match):
     with pytest.raises(ValidationError, match=match):
         call(small_traces)
+
+
+def _direct_ridge(x, y, w, lam, dim_valid=None):
+    """Reference: each output's ridge solved on its own by np.linalg.solve (the docstring's objective)."""
+    s, rx, d = x.shape
+    r = y.shape[1]
+    coef, intercept = np.zeros((r, d)), np.zeros(r)
+    for j in range(r):
+        keep = np.broadcast_to(w, (s, r))[:, j]
+        xs, ys = x[keep, 0 if rx == 1 else j].astype(np.float64), y[keep, j].astype(np.float64)
+        valid = np.ones(d, bool) if dim_valid is None else np.broadcast_to(dim_valid, (rx, d))[0 if rx == 1 else j]
+        xs = xs[:, valid]
+        xc, yc = xs - xs.mean(0), ys - ys.mean()
+        scale = (xc ** 2).sum() / (len(xs) * valid.sum())
+        c = np.linalg.solve(xc.T @ xc + (lam + 1e-9) * scale * len(xs) * np.eye(valid.sum()), xc.T @ yc)
+        coef[j, valid] = c
+        intercept[j] = ys.mean() - xs.mean(0) @ c
+    return coef, intercept
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("n_samples", [40, 9])  # more samples than inputs (primal), fewer (dual)
+@pytest.mark.parametrize("padded", [False, True])
+def test_ridge_solve_matches_a_direct_solve_per_output(shared, n_samples, padded):
+    """Grouped factorisations (shared inputs, several missing-target patterns) solve each output's ridge."""
+    rng = np.random.default_rng(0)
+    r, d = 6, 12
+    x = rng.normal(size=(n_samples, 1 if shared else r, d))
+    y = rng.normal(size=(n_samples, r)) + x[:, :, :3].sum(-1)
+    w = rng.random((n_samples, r)) > 0.15
+    w[:, :3] = w[:, :1]  # three outputs share a pattern, so shared inputs give one group for them
+    x[~np.broadcast_to(w.any(1, keepdims=True), (n_samples, 1))[:, 0]] = np.nan  # unused samples may be NaN
+    dim_valid = (rng.random((1 if shared else r, d)) > 0.3) if padded else None
+    if padded:
+        dim_valid[:, 0] = True
+    lams = (1e-3, 0.3, 10.0)
+    coefs, intercepts = B.ridge_solve(np.where(np.isfinite(x), x, np.nan), y, w, lams, dim_valid)
+    for li, lam in enumerate(lams):
+        ref_c, ref_b = _direct_ridge(x, y, w, lam, dim_valid)
+        np.testing.assert_allclose(coefs[li], ref_c, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(intercepts[li], ref_b, rtol=1e-6, atol=1e-8)
+
+
+def test_ridge_var_with_more_inputs_than_samples_matches_a_direct_fit():
+    """p·N > S (the dual, kernel form): the VAR equals the ridge solved directly on its design."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(30, 20)).astype(np.float32)
+    fit = B.fit_ridge_var(x, order=2, lam=0.5, shrink_to="zero")
+    win, tgt, _ = B.lagged_pairs(x, 2)
+    design = win[:, ::-1, :].reshape(len(win), 1, -1)
+    ref_c, ref_b = _direct_ridge(design, tgt, np.ones((len(win), 1), bool), 0.5)
+    np.testing.assert_allclose(fit.weight, ref_c.reshape(20, 2, 20).transpose(1, 0, 2), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fit.intercept, ref_b, rtol=1e-4, atol=1e-5)
