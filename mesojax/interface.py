@@ -159,6 +159,81 @@ def decode(pp: PairParams, port_map: jax.Array, v: jax.Array, x_last: jax.Array)
     return x_last + jnp.exp(pp.log_gain_out) * (port_map @ v) + pp.offset_out
 
 
+class CircuitMaps(NamedTuple):
+    """Every pair's interface folded with its selection weights, for a whole circuit at once.
+
+    :func:`encode` and :func:`decode` applied to every (µ, b) pair, followed by the domain mixing
+    ``Σ_b w[k,b] · y[µ,b,k]``, are linear in the members' values, so their per-pair maps can be combined
+    once per batch (they depend on parameters and assignment, not on time) and each step becomes two
+    contractions per location instead of L·B tiny ones (:func:`encode_circuit`, :func:`decode_mix`).
+
+    Attributes:
+      enc: ``[L, B, K, M]`` ``w_k P[k,m] / (ε + Σ_k w_k P[k,m])``, the encoder's normalised weights.
+      enc_offset: ``[L, B, M]`` ``β_in · Σ_k enc[k, m]``.
+      gain_in: ``[L, B]`` ``e^{γ_in}``.
+      dec: ``[L, K, B, M]`` ``w[k,b] · e^{γ_out} · P[k,m]``, decoding and mixing in one map.
+      keep: ``[L, K]`` ``Σ_b w[k,b]``, the weight of the members' last values (the decoder's residual).
+      dec_offset: ``[L, K]`` ``Σ_b w[k,b] · β_out``.
+    """
+
+    enc: jax.Array
+    enc_offset: jax.Array
+    gain_in: jax.Array
+    dec: jax.Array
+    keep: jax.Array
+    dec_offset: jax.Array
+
+
+def circuit_maps(pairs: PairParams, port_maps: jax.Array, weight: jax.Array) -> CircuitMaps:
+    """The :class:`CircuitMaps` of every pair.
+
+    Args:
+      pairs: :class:`PairParams` with ``[L, B]`` leaves.
+      port_maps: ``[L, B, K, M]`` (:func:`ports`).
+      weight: ``[L, K, B]`` selection weight of every sphere slot for every filter (0 on empty slots).
+
+    Returns:
+      :class:`CircuitMaps`.
+    """
+    w = port_maps * jnp.moveaxis(weight, 2, 1)[..., None]  # [L, B, K, M]
+    enc = w / (_EPS + jnp.sum(w, axis=2, keepdims=True))
+    gain_out = jnp.exp(pairs.log_gain_out)  # [L, B]
+    dec = jnp.einsum("lkb,lb,lbkm->lkbm", weight, gain_out, port_maps)
+    return CircuitMaps(
+        enc=enc,
+        enc_offset=pairs.offset_in[..., None] * jnp.sum(enc, axis=2),
+        gain_in=jnp.exp(pairs.log_gain_in),
+        dec=dec,
+        keep=jnp.sum(weight, axis=-1),
+        dec_offset=jnp.einsum("lkb,lb->lk", weight, pairs.offset_out),
+    )
+
+
+def encode_circuit(maps: CircuitMaps, x: jax.Array) -> jax.Array:
+    """:func:`encode` of every pair: ``x [L, H, K]`` members' values -> ``[L, B, H, M]`` filter inputs."""
+    u = jnp.einsum("lhk,lbkm->lbhm", x, maps.enc)
+    return maps.gain_in[..., None, None] * u + maps.enc_offset[:, :, None, :]
+
+
+def decode_mix(maps: CircuitMaps, v: jax.Array, x_last: jax.Array) -> jax.Array:
+    """Every pair's :func:`decode`, mixed by its selection weights: ``Σ_b w[k,b] · y[µ,b,k]``.
+
+    Args:
+      v: ``[L, B, M]`` filter outputs.
+      x_last: ``[L, K]`` members' current values.
+
+    Returns:
+      ``[L, K]``.
+    """
+    return x_last * maps.keep + maps.dec_offset + jnp.einsum("lkbm,lbm->lk", maps.dec, v)
+
+
+def decode_pairs(pairs: PairParams, port_maps: jax.Array, v: jax.Array, x_last: jax.Array) -> jax.Array:
+    """:func:`decode` of every pair: ``v [L, B, M]``, ``x_last [L, K]`` -> ``[L, B, K]``."""
+    y = jnp.einsum("lbkm,lbm->lbk", port_maps, v)
+    return x_last[:, None, :] + jnp.exp(pairs.log_gain_out)[..., None] * y + pairs.offset_out[..., None]
+
+
 def regularizer(params: InterfaceParams) -> jax.Array:
     """Keeps interfaces weak: mean squared log-gains and offsets, plus the dense maps' mean square."""
     leaves = jax.tree.leaves(params.pairs)

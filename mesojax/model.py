@@ -307,19 +307,97 @@ def init_state(spec: ModelSpec) -> jax.Array:
 
 
 class Context(NamedTuple):
-    """Per-batch quantities that do not change over time steps: assignment and port maps."""
+    """Per-batch quantities that do not change over time steps: assignment, port maps and their fold."""
 
     a: jax.Array  # [N, C, B]
     member_weight: jax.Array  # [L, K, B]: assignment of each sphere slot's neuron to (µ, b)
     port_maps: jax.Array  # [L, B, K, M]
+    maps: interface.CircuitMaps  # the interfaces folded with the selection weights
 
 
 def context(spec: ModelSpec, params: Params, inputs: ModelInputs, temps: Temperatures) -> Context:
-    """Assignment ``a``, the per-slot selection weights and the interface port maps."""
-    a = assign.assignment(spec.assign, params.assign, inputs.assign, temps.assign)
-    weight = spatial.candidate_to_member(a, inputs.tables)  # [L, K, B], 0 on empty slots
-    ports = interface.ports(spec.interface, params.interface, inputs.member_features, temps.ports)
-    return Context(a, weight, ports)
+    """Assignment ``a``, the per-slot selection weights, the interface port maps and their fold."""
+    with jax.named_scope("assignment"):
+        a = assign.assignment(spec.assign, params.assign, inputs.assign, temps.assign)
+        weight = spatial.candidate_to_member(a, inputs.tables)  # [L, K, B], 0 on empty slots
+    with jax.named_scope("interface_maps"):
+        ports = interface.ports(spec.interface, params.interface, inputs.member_features, temps.ports)
+        maps = interface.circuit_maps(params.interface.pairs, ports, weight)
+    return Context(a, weight, ports, maps)
+
+
+class _Advance(NamedTuple):
+    """What one step computes before the pair predictions (which only the first step needs)."""
+
+    x_next: jax.Array  # [N]
+    v: jax.Array  # [L, B, M] filter outputs
+    behaviour: jax.Array
+    mode_logits: jax.Array
+
+
+def _advance(
+    spec: ModelSpec,
+    params: Params,
+    inputs: ModelInputs,
+    ctx: Context,
+    x_hist: jax.Array,
+    stimulus: jax.Array,
+    state: jax.Array,
+    temps: Temperatures,
+) -> tuple[_Advance, jax.Array]:
+    """One step without the ``[L, B, K]`` pair predictions (see :func:`step`)."""
+    tables = inputs.tables
+    channels = x_hist
+    if spec.use_synapses:
+        with jax.named_scope("synapses"):
+            d = synapses.drive(params.synapses, inputs.syn_pre, inputs.syn_post, x_hist[-1], spec.n_neurons)
+            channels = jnp.concatenate([x_hist, d[None]], axis=0)
+    with jax.named_scope("interface_in"):
+        xm = jnp.moveaxis(spatial.gather_members(channels.T, tables), 2, 1)  # [L, H', K]
+        x_last = xm[:, spec.history - 1]  # [L, K]
+        u = interface.encode_circuit(ctx.maps, xm)  # [L, B, H', M]
+        u = u.reshape(*u.shape[:2], -1)
+        u = jnp.concatenate([u, jnp.broadcast_to(stimulus, (*u.shape[:2], stimulus.shape[0]))], axis=-1)
+    with jax.named_scope("filter_bank"):
+        bank = basis.make_bank(spec.basis)
+
+        def pair(basis_p, arch_p, u_p, r):
+            return bank.apply(basis_p, arch_p, u_p, r, temperature=temps.arch)
+
+        over_filters = jax.vmap(pair)
+        v, new_state = jax.vmap(over_filters, in_axes=(None, None, 0, 0))(params.basis, params.arch, u, state)
+
+    # Mix: x̂[i] = Σ_(c,b) a[i,c,b] y[cand(i,c), b, slot(i,c)] = Σ_c z[cand, slot] with z = Σ_b w·y in
+    # the location layout (a pure gather back to neurons); neurons without candidates use the fallback.
+    with jax.named_scope("decode_mix"):
+        z = interface.decode_mix(ctx.maps, v, x_last)  # [L, K]
+        mixed = spatial.scatter_to_neurons(z, tables.candidate_mask.astype(z.dtype), tables)
+        fb = params.fallback
+        own = jnp.sum(fb.weight.T * x_hist[-spec.history:], axis=0) + fb.bias
+        x_next = jnp.where(tables.candidate_mask.any(-1), mixed, own)
+
+    with jax.named_scope("readout"):
+        ro = params.readout
+        real = tables.location_mask.astype(v.dtype)
+        gate = jax.nn.sigmoid(ro.pair_logit)[..., None] * real[:, None, None]  # [L, B, 1]; padding excluded
+        group_sum = jax.ops.segment_sum(gate * v, inputs.location_group, num_segments=spec.n_groups)
+        group_size = jax.ops.segment_sum(real, inputs.location_group, num_segments=spec.n_groups)
+        pooled = group_sum / jnp.maximum(group_size, 1.0)[:, None, None]  # [G, B, M]
+        # One circuit: every target reads group 0 (behaviour_group may be left empty).
+        target_group = inputs.behaviour_group if spec.n_groups > 1 else jnp.zeros((spec.n_behaviour,), jnp.int32)
+        behaviour = (
+            jnp.einsum("kbm,bmk->k", pooled[target_group], ro.w_beh) + ro.b_beh
+            if spec.n_behaviour else jnp.zeros((0,))
+        )
+        mode_logits = (jnp.einsum("bm,bmk->k", pooled[0], ro.w_mode) + ro.b_mode) if spec.n_modes else jnp.zeros((0,))
+    return _Advance(x_next, v, behaviour, mode_logits), new_state
+
+
+def _pair_predictions(spec: ModelSpec, params: Params, inputs: ModelInputs, ctx: Context, x_last: jax.Array,
+                      v: jax.Array) -> jax.Array:
+    """Each pair's prediction of its sphere's members ``[L, B, K]`` from ``x_last [N]`` and ``v [L, B, M]``."""
+    members_last = spatial.gather_members(x_last, inputs.tables)  # [L, K]
+    return interface.decode_pairs(params.interface.pairs, ctx.port_maps, v, members_last)
 
 
 def step(
@@ -342,49 +420,9 @@ def step(
     Returns:
       ``(Step, new_state)``.
     """
-    tables = inputs.tables
-    channels = x_hist
-    if spec.use_synapses:
-        d = synapses.drive(params.synapses, inputs.syn_pre, inputs.syn_post, x_hist[-1], spec.n_neurons)
-        channels = jnp.concatenate([x_hist, d[None]], axis=0)
-    xm = jnp.moveaxis(spatial.gather_members(channels.T, tables), 2, 1)  # [L, H', K]
-    x_last = xm[:, spec.history - 1]  # [L, K]
-    bank = basis.make_bank(spec.basis)
-
-    def pair(basis_p, arch_p, pp, port_map, weight, xm_l, x_last_l, r):
-        u = interface.encode(pp, port_map, xm_l, weight).reshape(-1)
-        u = jnp.concatenate([u, stimulus])
-        v, r = bank.apply(basis_p, arch_p, u, r, temperature=temps.arch)
-        return interface.decode(pp, port_map, v, x_last_l), v, r
-
-    over_filters = jax.vmap(pair, in_axes=(0, 0, 0, 0, 1, None, None, 0))  # weight is [K, B]
-    over_locations = jax.vmap(over_filters, in_axes=(None, None, 0, 0, 0, 0, 0, 0))
-    y, v, new_state = over_locations(
-        params.basis, params.arch, params.interface.pairs, ctx.port_maps, ctx.member_weight, xm, x_last, state
-    )  # y [L, B, K], v [L, B, M]
-
-    # Mix: x̂[i] = Σ_(c,b) a[i,c,b] y[cand(i,c), b, slot(i,c)] = Σ_c z[cand, slot] with z = Σ_b w·y in
-    # the location layout (a pure gather back to neurons); neurons without candidates use the fallback.
-    z = jnp.sum(ctx.member_weight * jnp.moveaxis(y, 1, 2), axis=-1)  # [L, K]
-    mixed = spatial.scatter_to_neurons(z, tables.candidate_mask.astype(z.dtype), tables)
-    fb = params.fallback
-    own = jnp.sum(fb.weight.T * x_hist[-spec.history:], axis=0) + fb.bias
-    x_next = jnp.where(tables.candidate_mask.any(-1), mixed, own)
-
-    ro = params.readout
-    real = tables.location_mask.astype(v.dtype)
-    gate = jax.nn.sigmoid(ro.pair_logit)[..., None] * real[:, None, None]  # [L, B, 1]; padding excluded
-    group_sum = jax.ops.segment_sum(gate * v, inputs.location_group, num_segments=spec.n_groups)
-    group_size = jax.ops.segment_sum(real, inputs.location_group, num_segments=spec.n_groups)
-    pooled = group_sum / jnp.maximum(group_size, 1.0)[:, None, None]  # [G, B, M]
-    # One circuit: every target reads group 0 (behaviour_group may be left empty).
-    target_group = inputs.behaviour_group if spec.n_groups > 1 else jnp.zeros((spec.n_behaviour,), jnp.int32)
-    behaviour = (
-        jnp.einsum("kbm,bmk->k", pooled[target_group], ro.w_beh) + ro.b_beh
-        if spec.n_behaviour else jnp.zeros((0,))
-    )
-    mode_logits = (jnp.einsum("bm,bmk->k", pooled[0], ro.w_mode) + ro.b_mode) if spec.n_modes else jnp.zeros((0,))
-    return Step(x_next, y, behaviour, mode_logits), new_state
+    adv, new_state = _advance(spec, params, inputs, ctx, x_hist, stimulus, state, temps)
+    pair_pred = _pair_predictions(spec, params, inputs, ctx, x_hist[-1], adv.v)
+    return Step(adv.x_next, pair_pred, adv.behaviour, adv.mode_logits), new_state
 
 
 def rollout(
@@ -418,12 +456,14 @@ def rollout(
     state = init_state(spec) if state is None else state
 
     def body(carry, r):
-        hist, st, first = carry
-        out, st = step(spec, params, inputs, ctx, hist, stimulus[h + r], st, temps)
+        hist, st, first_v = carry
+        out, st = _advance(spec, params, inputs, ctx, hist, stimulus[h + r], st, temps)
         fed = jnp.where(r < n_teacher, x[h + r], out.x_next)
-        first = jnp.where(r == 0, out.pair_pred, first)
-        return (jnp.concatenate([hist[1:], fed[None]], axis=0), st, first), out._replace(pair_pred=None)
+        first_v = jnp.where(r == 0, out.v, first_v)
+        return (jnp.concatenate([hist[1:], fed[None]], axis=0), st, first_v), out._replace(v=None)
 
-    first = jnp.zeros((spec.n_locations, spec.n_filters, spec.n_members), x.dtype)
-    (_, state, first), outs = jax.lax.scan(body, (x[:h], state, first), jnp.arange(n_steps))
-    return outs._replace(pair_pred=first), state
+    first_v = jnp.zeros((spec.n_locations, spec.n_filters, spec.n_ports), x.dtype)
+    (_, state, first_v), outs = jax.lax.scan(jax.checkpoint(body), (x[:h], state, first_v), jnp.arange(n_steps))
+    # Only the first step's pair predictions are kept: a full [R, L, B, K] stack would cost memory for nothing.
+    pair_pred = _pair_predictions(spec, params, inputs, ctx, x[h - 1], first_v)
+    return Step(outs.x_next, pair_pred, outs.behaviour, outs.mode_logits), state

@@ -54,6 +54,27 @@ def test_encode_is_weighted_mean_per_port_and_decode_is_residual():
     np.testing.assert_allclose(y, [1 + 2 + 0.5, 3 + 2 + 0.5, 5 - 1 + 0.5], rtol=1e-6)
 
 
+def test_circuit_maps_equal_every_pair_encoded_decoded_and_mixed():
+    """encode_circuit / decode_mix / decode_pairs equal the per-pair encode / decode, vmapped and mixed."""
+    rng = np.random.default_rng(4)
+    n_loc, n_filt, k, m, h = 5, 3, 6, 4, 2
+    pairs = interface.PairParams(*(jnp.asarray(0.3 * rng.normal(size=(n_loc, n_filt)), jnp.float32)
+                                   for _ in range(4)))
+    port_maps = jax.nn.softmax(jnp.asarray(rng.normal(size=(n_loc, n_filt, k, m)), jnp.float32), -1)
+    weight = jnp.asarray(rng.random((n_loc, k, n_filt)) * (rng.random((n_loc, k, 1)) > 0.2), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(n_loc, h, k)), jnp.float32)
+    v = jnp.asarray(rng.normal(size=(n_loc, n_filt, m)), jnp.float32)
+    maps = interface.circuit_maps(pairs, port_maps, weight)
+    per_pair_in = jax.vmap(jax.vmap(interface.encode, in_axes=(0, 0, None, 1)), in_axes=(0, 0, 0, 0))
+    np.testing.assert_allclose(interface.encode_circuit(maps, x), per_pair_in(pairs, port_maps, x, weight),
+                               rtol=1e-5, atol=1e-6)
+    per_pair_out = jax.vmap(jax.vmap(interface.decode, in_axes=(0, 0, 0, None)))
+    y = per_pair_out(pairs, port_maps, v, x[:, -1])  # [L, B, K]
+    np.testing.assert_allclose(interface.decode_pairs(pairs, port_maps, v, x[:, -1]), y, rtol=1e-5, atol=1e-6)
+    mixed = jnp.sum(weight * jnp.moveaxis(y, 1, 2), axis=-1)
+    np.testing.assert_allclose(interface.decode_mix(maps, v, x[:, -1]), mixed, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("dense", [False, True])
 def test_ports_are_distributions_and_regulariser_starts_at_zero(dense):
     spec = interface.InterfaceSpec(n_ports=3, n_features=4, n_filters=2, dense=dense)
