@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -60,7 +61,13 @@ def init_mlp(
       >>> mlp_widths(params)
       (3, 8, 2)
     """
-    return MLP(tuple(widths), final_scale, activation).init(key, jax.numpy.zeros((n_in,)))
+    return _init_mlp(key, tuple(widths), n_in, final_scale, activation)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _init_mlp(key: jax.Array, widths: tuple[int, ...], n_in: int, final_scale: float, activation: Activation) -> Any:
+    # One compiled program: run eagerly, flax's initialisers compile a dozen tiny programs per layer.
+    return MLP(widths, final_scale, activation).init(key, jax.numpy.zeros((n_in,)))
 
 
 def apply_mlp(
