@@ -24,8 +24,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import scipy.sparse
 
-from mesojax import assign, baselines, basis, losses, metrics, model, optim
+from mesojax import assign, baselines, basis, losses, metrics, model, optim, progress
 
 MODEL_KEYS = ("model", "model_hard")
 """Forecast entries of the fitted model: soft architecture at the final temperature, and discretised."""
@@ -72,9 +73,9 @@ def stimulus(exp: Any, segment: str) -> np.ndarray:
     return (rec.stimulus[t0:t1] if rec.stimulus is not None else np.zeros((t1 - t0, 0))).astype(np.float32)
 
 
-def connectome_mask(exp: Any) -> np.ndarray:
-    """``mask[i, j]`` = neuron j synapses onto neuron i (the masked VAR's allowed inputs)."""
-    return np.asarray(exp.connectome.weighted().toarray().T > 0)
+def connectome_mask(exp: Any) -> scipy.sparse.csr_matrix:
+    """``mask[i, j]`` = neuron j synapses onto neuron i (the masked VAR's allowed inputs), sparse ``[N, N]``."""
+    return scipy.sparse.csr_matrix(exp.connectome.weighted().T > 0)
 
 
 def group_columns(exp: Any) -> list[np.ndarray]:
@@ -83,7 +84,7 @@ def group_columns(exp: Any) -> list[np.ndarray]:
 
 
 def fit_baselines(config: ml_collections.ConfigDict, exp: Any, train_x: np.ndarray,
-                  columns: np.ndarray | None = None) -> dict[str, tuple]:
+                  columns: np.ndarray | None = None, timings: progress.Timings | None = None) -> dict[str, tuple]:
     """Fit every configured baseline on the normalised training traces: ``name -> (forecaster, params)``.
 
     Autoregressive baselines see as many frames as the model's input (order / history ``H``).
@@ -91,6 +92,7 @@ def fit_baselines(config: ml_collections.ConfigDict, exp: Any, train_x: np.ndarr
     Args:
       columns: the neurons to fit on (default: all). Baselines of a disjoint union are fitted per group,
         so that no baseline weight joins two independent animals.
+      timings: records each fit's duration under ``fit <name>`` (:mod:`mesojax.progress`).
     """
     out = {}
     h = exp.spec.history
@@ -100,11 +102,12 @@ def fit_baselines(config: ml_collections.ConfigDict, exp: Any, train_x: np.ndarr
         if name in ("ar", "ridge_var", "masked_var"):
             opts["order"] = h
         if name == "masked_var":
-            opts["mask"] = connectome_mask(exp)[np.ix_(cols, cols)]
+            opts["mask"] = connectome_mask(exp)[cols][:, cols]
         if name == "mlp":
             opts.update(history=h, steps=config.eval.mlp_steps, seed=config.seed)
         forecaster = baselines.make_baseline(name, **opts)
-        out[name] = (forecaster, forecaster.fit(train_x[:, cols]))
+        with progress.phase(f"fit {name}", timings):  # summed over the groups of a union
+            out[name] = (forecaster, forecaster.fit(train_x[:, cols]))
     return out
 
 
@@ -243,13 +246,14 @@ def behaviour_scores(exp: Any, params: model.Params, temps: model.Temperatures,
 
 
 def forecasts(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
-              fitted: list[dict[str, tuple]]) -> dict[str, dict[str, np.ndarray]]:
+              fitted: list[dict[str, tuple]], timings: progress.Timings | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Held-out forecast metrics of the model (soft and discretised) and of the `fitted` baselines.
 
     Every forecaster is scored from the same start frames: baselines skip the model's extra warm-up.
 
     Args:
       fitted: per group (:func:`group_columns`), the :func:`fit_baselines` of its columns.
+      timings: records each forecaster's duration under ``forecast <name>``.
 
     Returns:
       ``name -> metrics.forecast_metrics(...)`` over all neurons (per-neuron entries included, so any
@@ -264,26 +268,35 @@ def forecasts(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
     for name, arch in zip(MODEL_KEYS, (params.arch, basis.discretize(params.arch))):
         p = params._replace(arch=arch)
         # Missing inputs are filled with 0 (the training mean in normalised units); NaN targets are masked.
-        forecast[name] = metrics.forecast_metrics(
-            spec, (p, context(spec, p, inputs, temps), inputs, temps), test_x, history=window,
-            horizons=horizons, stride=config.eval.stride, exog=test_stim, rollout=model_rollout,
-            fill=np.zeros(spec.n_neurons, np.float32),
-        )
+        with progress.phase(f"forecast {name}", timings):
+            forecast[name] = metrics.forecast_metrics(
+                spec, (p, context(spec, p, inputs, temps), inputs, temps), test_x, history=window,
+                horizons=horizons, stride=config.eval.stride, exog=test_stim, rollout=model_rollout,
+                fill=np.zeros(spec.n_neurons, np.float32),
+            )
     columns = group_columns(exp)
     for name in fitted[0]:
-        parts = []
-        for cols, group_fitted in zip(columns, fitted):
-            forecaster, bparams = group_fitted[name]
-            skip = window - forecaster.history
-            if skip < 0:
-                raise ValueError(f"eval config: field 'warmup' = {config.eval.warmup} gives the model a shorter "
-                                 f"window than baseline {name!r} needs ({forecaster.history} frames)")
-            parts.append((cols, metrics.forecast_metrics(
-                forecaster.step, bparams, test_x[skip:, cols], history=forecaster.history, horizons=horizons,
-                stride=config.eval.stride,
-            )))
-        forecast[name] = _merge_columns(parts, spec.n_neurons)
+        with progress.phase(f"forecast {name}", timings):
+            forecast[name] = _baseline_forecasts(config, name, fitted, columns, test_x, window, horizons)
     return forecast
+
+
+def _baseline_forecasts(config: ml_collections.ConfigDict, name: str, fitted: list[dict[str, tuple]],
+                        columns: list[np.ndarray], test_x: np.ndarray, window: int,
+                        horizons: range) -> dict[str, np.ndarray]:
+    """One baseline's forecast metrics over every group, from the model's start frames."""
+    parts = []
+    for cols, group_fitted in zip(columns, fitted):
+        forecaster, bparams = group_fitted[name]
+        skip = window - forecaster.history
+        if skip < 0:
+            raise ValueError(f"eval config: field 'warmup' = {config.eval.warmup} gives the model a shorter "
+                             f"window than baseline {name!r} needs ({forecaster.history} frames)")
+        parts.append((cols, metrics.forecast_metrics(
+            forecaster.step, bparams, test_x[skip:, cols], history=forecaster.history, horizons=horizons,
+            stride=config.eval.stride,
+        )))
+    return _merge_columns(parts, test_x.shape[1])
 
 
 def _forecast_table(forecast: dict[str, dict], columns: np.ndarray | None = None) -> dict[str, Any]:
@@ -298,11 +311,13 @@ def _forecast_table(forecast: dict[str, dict], columns: np.ndarray | None = None
     return {"forecast": table, "beats_all_baselines": beats}
 
 
-def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params) -> tuple[dict[str, Any], dict]:
+def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
+             timings: progress.Timings | None = None) -> tuple[dict[str, Any], dict]:
     """Every evaluation of the fitted model (see the module docstring).
 
     A disjoint union of several animals is also scored per animal under ``groups`` (forecasts pooled
-    over that animal's neurons; its behaviour), with baselines fitted per animal throughout.
+    over that animal's neurons; its behaviour), with baselines fitted per animal throughout. Each phase
+    (every baseline's fit and forecasts, behaviour) is logged and timed into `timings`.
 
     Returns:
       ``(results, partition)``: a JSON-ready dict, and the hard partition of :func:`partition`.
@@ -311,14 +326,15 @@ def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params) 
     temps = final_temperatures(config)
     train_x = normalised_traces(exp, "train")  # read once: baselines and the behaviour decoder
     columns = group_columns(exp)
-    fitted = [fit_baselines(config, exp, train_x, cols) for cols in columns]
-    forecast = forecasts(config, exp, params, fitted)
+    fitted = [fit_baselines(config, exp, train_x, cols, timings) for cols in columns]
+    forecast = forecasts(config, exp, params, fitted, timings)
     results: dict[str, Any] = dict(_forecast_table(forecast))
     part = partition(spec, params, inputs, temps)
     results["partition"] = {"usage": part["usage"].tolist(), "n_filters": spec.n_filters}
     if exp.truth is not None:
         results["truth"] = truth_recovery(part, exp.truth, spec.n_filters)
-    results["behaviour"] = behaviour_scores(exp, params, temps, train_x)
+    with progress.phase("behaviour", timings):
+        results["behaviour"] = behaviour_scores(exp, params, temps, train_x)
     if len(columns) > 1:
         results["groups"] = {
             exp.group_names[g]: dict(_forecast_table(forecast, cols),

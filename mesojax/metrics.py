@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
-from mesojax import baselines
+from mesojax import baselines, progress
 from mesojax.data import validation as V
 
 __all__ = [
@@ -231,6 +231,7 @@ def forecast_metrics(
     tgt_offsets = np.arange(1, h_max + 1)
     exog_offsets = np.arange(-history + 1, h_max + 1)
     shift32 = jnp.asarray(shift, jnp.float32)
+    meter = progress.Meter("forecast chunks", n_chunks, unit="chunks")
     for c in range(n_chunks):
         sl = slice(c * chunk, (c + 1) * chunk)
         t0 = padded[sl]
@@ -241,6 +242,7 @@ def forecast_metrics(
         )
         for a, o in zip(acc, out):
             a += np.asarray(o, np.float64)
+        meter.update(c + 1)
     sse, count, s1, s2 = (a[horizons - 1] for a in acc)
     sst = s2 if baseline_mean is not None else s2 - s1**2 / np.maximum(count, 1)
     sst = np.maximum(sst, 0.0)

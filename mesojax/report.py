@@ -7,6 +7,8 @@
                               and, on phantoms, the motif type it was matched to
 ``filters.txt``               each filter's discretised architecture, e.g. ``8 -> 12 divisive-norm -> 4``
 ``metrics.json``              everything :func:`mesojax.evaluate.evaluate` returned
+``timings.json``              seconds spent in every phase of the run (setup, compile, training, each
+                              baseline, forecasts, report; :mod:`mesojax.progress`)
 ``data_report.txt``           what loading excluded or repaired, per file (the loaders' ``LoadReport`` objects;
                               only for data sources that have them, e.g. C. elegans)
 ``figures/domains_3d.png``    neurons in 3D coloured by filter
@@ -184,3 +186,10 @@ def write(workdir: str, config: ml_collections.ConfigDict, exp: Any, params: mod
     _figure_forecast(results, figures["forecast.png"])
     _figure_traces(config, exp, params, figures["traces.png"])
     return [*paths.values(), *figures.values()]
+
+
+def write_timings(workdir: str, timings: dict[str, float]) -> str:
+    """Write ``timings.json`` (phase -> seconds, in the order the phases ended); returns its path."""
+    path = os.path.join(workdir, "timings.json")
+    _atomic_write(path, json.dumps({k: round(float(v), 3) for k, v in timings.items()}, indent=1))
+    return path

@@ -27,7 +27,8 @@ import optax
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mesojax import assign, basis, checkpoint, evaluate, features, losses, model, optim, report, spatial, transfer
+from mesojax import (assign, basis, checkpoint, evaluate, features, losses, model, optim, progress, report, spatial,
+                     transfer)
 from mesojax.data import Connectome, Recording, celegans, synthetic, union, windows
 
 # ----------------------------------------------------------------------------------------------- setup
@@ -155,23 +156,33 @@ def _location_groups(tables: spatial.SpatialTables, neuron_group: np.ndarray) ->
     return first.astype(np.int32)
 
 
-def prepare(config: ml_collections.ConfigDict, mesh: Mesh) -> Experiment:
-    """Load data, split time, normalise, build the grid, tables and features, and the model inputs."""
-    data = load_data(config.data)
-    connectome, recording = data.connectome, data.recording
-    segments = windows.split_time(recording.n_timesteps, tuple(config.data.split))
-    norm = windows.fit_normalizer(recording, segments["train"])
+def prepare(config: ml_collections.ConfigDict, mesh: Mesh, timings: progress.Timings | None = None) -> Experiment:
+    """Load data, split time, normalise, build the grid, tables and features, and the model inputs.
+
+    Each phase is logged with its duration and recorded in `timings` (:mod:`mesojax.progress`).
+    """
+    with progress.phase("load data", timings):
+        data = load_data(config.data)
+        connectome, recording = data.connectome, data.recording
+        segments = windows.split_time(recording.n_timesteps, tuple(config.data.split))
+        norm = windows.fit_normalizer(recording, segments["train"])
+    logging.info("circuit: %d neurons, %d synapses, %d frames", connectome.n_neurons, len(connectome.pre),
+                 recording.n_timesteps)
     grid_spec = spatial.GridSpec(
         diameter_um=config.grid.diameter_um,
         stride_um=config.grid.stride_um,
         origin=tuple(config.grid.origin) if config.grid.origin is not None else None,
         location_multiple=mesh.shape["space"],
     )
-    grid = spatial.build_grid(connectome.xyz, grid_spec, source=connectome.source)
-    tables = spatial.build_tables(connectome.xyz, grid, pre=connectome.pre, post=connectome.post,
-                                  source=connectome.source)
-    raw, names = features.connectome_features(connectome, motifs=config.features.motifs,
-                                              max_dim=config.features.max_dim)
+    with progress.phase("grid and tables", timings):
+        grid = spatial.build_grid(connectome.xyz, grid_spec, source=connectome.source)
+        tables = spatial.build_tables(connectome.xyz, grid, pre=connectome.pre, post=connectome.post,
+                                      source=connectome.source)
+    logging.info("grid: %d locations, up to %d members each, up to %d candidates per neuron",
+                 tables.members.shape[0], tables.members.shape[1], tables.candidates.shape[1])
+    with progress.phase("connectome features", timings):
+        raw, names = features.connectome_features(connectome, motifs=config.features.motifs,
+                                                  max_dim=config.features.max_dim)
     use_syn = config.model.use_synapses
     inputs = model.build_inputs(
         tables, features.standardize(np.log1p(np.maximum(raw, 0.0))), connectome.cell_type,
@@ -329,23 +340,26 @@ def _truncate_metrics(path: str, last_step: int) -> None:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | None = None,
-          mesh: Mesh | None = None, params: model.Params | None = None) -> tuple[Experiment, TrainState]:
+          mesh: Mesh | None = None, params: model.Params | None = None,
+          timings: progress.Timings | None = None) -> tuple[Experiment, TrainState]:
     """Train (or resume) and return the experiment and the final state; writes checkpoints and metrics.
 
     `params` replaces the fresh initialisation (e.g. a transferred basis, :mod:`mesojax.transfer`).
+    Setup, the first step (compilation) and training are logged and timed into `timings`.
     """
     os.makedirs(workdir, exist_ok=True)
     mesh = make_mesh(config.mesh.space) if mesh is None else mesh
-    exp = prepare(config, mesh) if exp is None else exp
+    exp = prepare(config, mesh, timings) if exp is None else exp
     exp = dataclasses.replace(exp, inputs=shard_locations(exp.inputs, mesh, exp.spec.n_locations))
     tc = config.train
     if tc.batch_windows % mesh.shape["data"]:
         raise ValueError(f"train config: field 'batch_windows' = {tc.batch_windows} must be a multiple of "
                          f"the data-parallel device count {mesh.shape['data']}")
     optimizer = optim.make_optimizer(config.optim)
-    fresh = shard_locations(init_state(config, exp, optimizer, params), mesh, exp.spec.n_locations)
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
-    state = restore_or_init(ckpt, fresh, config)
+    with progress.phase("initial parameters", timings):
+        fresh = shard_locations(init_state(config, exp, optimizer, params), mesh, exp.spec.n_locations)
+        ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
+        state = restore_or_init(ckpt, fresh, config)
     train_step = make_train_step(config, exp, optimizer)
     length = exp.spec.history + tc.rollout
     metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -355,6 +369,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | Non
     hard_from = tc.steps - tc.hard_steps if tc.hard_steps > 0 else None
     if hard_from is not None and not 0 <= hard_from < tc.steps:
         raise ValueError(f"train config: field 'hard_steps' = {tc.hard_steps} must be below steps = {tc.steps}")
+    if start < tc.steps:
+        logging.info("training steps %d..%d; the first one compiles the step", start + 1, tc.steps)
+    t_train, compiled = time.perf_counter(), 0.0
     with open(metrics_path, "a") as log:
         for step in range(start, tc.steps):
             if step == hard_from:
@@ -367,6 +384,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | Non
                                          n_windows=tc.batch_windows, seed=config.seed, step=step)
             state, metrics = train_step(state, shard_batch(batch, mesh))
             loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
+            if step == start:
+                # The first step compiles: timed apart, so the rate below is the steady one.
+                compiled = time.perf_counter() - t_train
+                logging.info("first step (compilation) took %.1f s", compiled)
+                if timings is not None:
+                    timings["compile (first step)"] = timings.get("compile (first step)", 0.0) + compiled
+                t_last, s_last = time.time(), start + 1
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 ckpt.close()
                 raise NonFiniteLossError(
@@ -386,11 +410,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | Non
             if done % tc.checkpoint_every == 0 or done == tc.steps:
                 ckpt.save(done, state, {"step": done, "config": json.loads(json.dumps(config.to_dict(), default=str))})
     ckpt.close()
+    if timings is not None and tc.steps - start > 1:
+        timings["training"] = timings.get("training", 0.0) + time.perf_counter() - t_train - compiled
     return exp, state
 
 
 def run_transfer(config: ml_collections.ConfigDict, workdir: str, trained: model.Params,
-                 source: Experiment) -> dict[str, Any]:
+                 source: Experiment, timings: progress.Timings | None = None) -> dict[str, Any]:
     """Refit every held-out animal of ``config.transfer.animals`` on the frozen basis (see
     :mod:`mesojax.transfer`); evaluate and report each in ``<workdir>/transfer/<animal>/`` (resumable).
 
@@ -401,27 +427,35 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, trained: model
     for animal in config.transfer.animals:
         cfg = transfer.transfer_config(config, animal)
         mesh = make_mesh(cfg.mesh.space)
-        exp = prepare(cfg, mesh)
+        exp = prepare(cfg, mesh, timings)
         start = transfer.transfer_params(trained, init_params(cfg, exp), source.recording.behaviour_names,
                                          exp.recording.behaviour_names)
         folder = os.path.join(workdir, "transfer", animal)
         logging.info("transfer to held-out animal %s: basis frozen, %d steps", animal, cfg.train.steps)
-        exp, state = train(cfg, folder, exp, mesh, params=start)
-        results[animal], part = evaluate.evaluate(cfg, exp, state.params)
+        exp, state = train(cfg, folder, exp, mesh, params=start, timings=timings)
+        results[animal], part = evaluate.evaluate(cfg, exp, state.params, timings)
         # Checked, not assumed: the filters after refitting are the trained ones, bit for bit.
         same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), (trained.basis, trained.arch),
                             (state.params.basis, state.params.arch))
         results[animal]["basis_frozen"] = all(jax.tree.leaves(same))
-        report.write(folder, cfg, exp, state.params, results[animal], part)
+        with progress.phase("report", timings):
+            report.write(folder, cfg, exp, state.params, results[animal], part)
     return results
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train, evaluate and write the report (and transfer to held-out animals when configured);
-    returns the evaluation metrics (held-out animals under ``"transfer"``)."""
-    exp, state = train(config, workdir)
-    results, part = evaluate.evaluate(config, exp, state.params)
+    returns the evaluation metrics (held-out animals under ``"transfer"``).
+
+    The duration of every phase is logged as it ends, written to ``timings.json`` and logged as a table.
+    """
+    timings = progress.Timings()
+    exp, state = train(config, workdir, timings=timings)
+    results, part = evaluate.evaluate(config, exp, state.params, timings)
     if config.get("transfer") is not None and config.transfer.animals:
-        results["transfer"] = run_transfer(config, workdir, state.params, exp)
-    report.write(workdir, config, exp, state.params, results, part)
+        results["transfer"] = run_transfer(config, workdir, state.params, exp, timings)
+    with progress.phase("report", timings):
+        report.write(workdir, config, exp, state.params, results, part)
+    report.write_timings(workdir, timings)
+    logging.info("time per phase:\n%s", progress.table(timings))
     return results

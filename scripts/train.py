@@ -6,6 +6,8 @@
 An interrupted run started again with the same --workdir resumes from its latest checkpoint.
 """
 
+import logging as std_logging
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -20,6 +22,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.INFO)
+    # jax logs every accelerator it probes and does not find (libtpu on a CPU machine) at INFO.
+    std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
     results = train.run(_CONFIG.value, _WORKDIR.value)
     logging.info("wrote %s; summary: %s", _WORKDIR.value, evaluate.summary(results))
 
