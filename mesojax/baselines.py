@@ -461,27 +461,33 @@ def _fit_linear(
     in_finite: Callable[[np.ndarray, np.ndarray], np.ndarray],
     position: np.ndarray,
     *,
-    rows_per_block: int,
+    blocks: list[np.ndarray],
     lam: float | None,
     lam_grid: Sequence[float],
     val_fraction: float,
     dim_valid: np.ndarray | None,
     source: str,
     prior: Callable[[np.ndarray], scipy.sparse.csr_matrix | None] | None = None,
+    block_dims: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Solve a ridge regression per output neuron in row blocks, choosing λ on a time split if needed.
 
-    ``design(windows, rows) -> [S, len(rows) or 1, D]``; ``in_finite(windows, rows) -> [S, len(rows) or 1]``
-    says whether all inputs of those rows are finite. ``prior(sample_mask [S]) -> c0 [N, D]`` (optional,
+    ``design(windows, rows) -> [S, len(rows) or 1, D_rows]``; ``in_finite(windows, rows) -> [S, len(rows) or
+    1]`` says whether all inputs of those rows are finite. ``prior(sample_mask [S]) -> c0 [N, D]`` (optional,
     sparse) moves the ridge centre: the penalty becomes ``λ‖c - c0‖²`` (solved as ridge on ``y - x·c0``),
-    with c0 fitted on the same samples as the regression. A design shared by all rows should come with
-    ``rows_per_block = N``: its rows are then solved together (one factorisation per missing-data pattern).
+    with c0 fitted on the same samples as the regression. `blocks` partition the output rows; a design
+    shared by all rows should come as one block, whose rows are then solved together (one factorisation
+    per missing-data pattern). ``block_dims(rows)`` (optional) names the D_rows columns of the full
+    D-column layout that the design returns for those rows (e.g. a padded table trimmed to the block's
+    longest row), so rows with few inputs never pay for the longest one.
 
     Returns:
       ``(coef [N, D], intercept [N], lam)``.
     """
     n = targets.shape[1]
-    blocks = [np.arange(a, min(a + rows_per_block, n)) for a in range(0, n, rows_per_block)]
+
+    def dims_of(rows: np.ndarray) -> slice | np.ndarray:
+        return slice(None) if block_dims is None else block_dims(rows)
 
     def problem(rows: np.ndarray, samples: np.ndarray, c0: scipy.sparse.csr_matrix | None):
         """``(x, y, w)`` of output `rows` on `samples`, targets moved by the prior."""
@@ -490,8 +496,11 @@ def _fit_linear(
         y = targets[samples][:, rows].astype(np.float64)
         w = in_finite(win, rows) & np.isfinite(y)
         if c0 is not None:
-            y = y - _prior_offset(x, c0[rows])
+            y = y - _prior_offset(x, c0[rows][:, dims_of(rows)])
         return x, y, w
+
+    def valid_of(rows: np.ndarray) -> np.ndarray | None:
+        return None if dim_valid is None else dim_valid[rows][:, dims_of(rows)]
 
     def local(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return x if x.shape[1] == 1 else x[:, rows]
@@ -508,7 +517,7 @@ def _fit_linear(
             x, y, w = problem(rows, ~is_val, c0)
             xv, yv, wv = problem(rows, is_val, c0)
             xv = np.where(np.isfinite(xv), xv, 0.0)  # rows with missing inputs are masked by wv
-            for sub, f in _factors(x, y, w, None if dim_valid is None else dim_valid[rows]):
+            for sub, f in _factors(x, y, w, valid_of(rows)):
                 sse += _factor_sse(f, lam_grid, local(xv, sub), yv[:, sub], wv[:, sub])
         if not np.isfinite(sse).all():
             raise V.ValidationError(source, "lam", None, "validation error is not finite for some λ")
@@ -518,9 +527,12 @@ def _fit_linear(
     for rows in blocks:
         x, y, w = problem(rows, np.ones(len(targets), bool), c0)
         if coef is None:
-            coef, intercept = np.zeros((n, x.shape[2])), np.zeros(n)
-        for sub, f in _factors(x, y, w, None if dim_valid is None else dim_valid[rows]):
-            coef[rows[sub]], intercept[rows[sub]] = _factor_coef(f, lam)
+            width = x.shape[2] if block_dims is None else dim_valid.shape[1]
+            coef, intercept = np.zeros((n, width)), np.zeros(n)
+        dims = dims_of(rows)
+        for sub, f in _factors(x, y, w, valid_of(rows)):
+            c, intercept[rows[sub]] = _factor_coef(f, lam)
+            coef[rows[sub][:, None], np.arange(coef.shape[1])[dims][None]] = c
     if c0 is not None:
         c0 = c0.tocoo()
         np.add.at(coef, (c0.row, c0.col), c0.data)
@@ -532,8 +544,11 @@ def _check_shrink_to(source: str, shrink_to: str) -> None:
         raise V.ValidationError(source, "shrink_to", None, f"must be 'ar' or 'zero', got {shrink_to!r}")
 
 
-def _rows_per_block(n_samples: int, dim: int, n_rows: int) -> int:
-    return int(max(1, min(n_rows, _BLOCK_BYTES // max(1, 8 * n_samples * dim))))
+def _row_blocks(n_samples: int, dim: int, n_rows: int, order: np.ndarray | None = None) -> list[np.ndarray]:
+    """Row blocks of at most ``_BLOCK_BYTES`` of float64 design each (``[S, rows, dim]``), in `order`."""
+    per = int(max(1, min(n_rows, _BLOCK_BYTES // max(1, 8 * n_samples * dim))))
+    rows = np.arange(n_rows) if order is None else np.asarray(order)
+    return [rows[a:a + per] for a in range(0, n_rows, per)]
 
 
 # ----------------------------------------------------------------------------- baselines
@@ -638,7 +653,7 @@ def _ar_arrays(
         targets,
         in_finite,
         position,
-        rows_per_block=_rows_per_block(s, order, n),
+        blocks=_row_blocks(s, order, n),
         lam=lam,
         lam_grid=lam_grid,
         val_fraction=val_fraction,
@@ -711,7 +726,7 @@ def fit_ridge_var(
         targets,
         in_finite,
         position,
-        rows_per_block=n,  # one design shared by every row: solved together
+        blocks=[np.arange(n)],  # one design shared by every row: solved together
         lam=lam,
         lam_grid=lam_grid,
         val_fraction=val_fraction,
@@ -809,13 +824,23 @@ def fit_masked_var(
     d = index.shape[1]
     dim_valid = np.tile(valid, (1, order))  # [N, p*D], lag-major like the design
 
-    def design(win, rows):  # [S, R, p*D]: lag k (latest first), then slot d
-        g = win[:, ::-1, :][:, :, index[rows]]  # [S, p, R, D]
-        g = np.where(valid[rows][None, None], g, 0.0)
-        return g.transpose(0, 2, 1, 3).reshape(len(win), len(rows), order * d)
+    degree = valid.sum(1)  # valid slots come first in every row (_mask_index)
+
+    def width(rows):  # the block's longest row: shorter rows are padded to it, not to D
+        return int(degree[rows].max())
+
+    def block_dims(rows):  # the design's columns in the [p*D] layout
+        return (np.arange(order)[:, None] * d + np.arange(width(rows))[None]).reshape(-1)
+
+    def design(win, rows):  # [S, R, p*D_rows]: lag k (latest first), then slot
+        dr = width(rows)
+        g = win[:, ::-1, :][:, :, index[rows, :dr]]  # [S, p, R, D_rows]
+        g = np.where(valid[rows, :dr][None, None], g, 0.0)
+        return g.transpose(0, 2, 1, 3).reshape(len(win), len(rows), order * dr)
 
     def in_finite(win, rows):
-        fin = np.isfinite(win[:, :, index[rows]]) | ~valid[rows][None, None]
+        dr = width(rows)
+        fin = np.isfinite(win[:, :, index[rows, :dr]]) | ~valid[rows, :dr][None, None]
         return fin.all((1, 3))
 
     self_slot = (index == np.arange(n)[:, None]) & valid  # [N, D]: where neuron i feeds itself
@@ -833,13 +858,15 @@ def fit_masked_var(
         targets,
         in_finite,
         position,
-        rows_per_block=_rows_per_block(s, order * d, n),
+        # Rows sorted by in-degree, so a block's rows have similar numbers of inputs.
+        blocks=_row_blocks(s, order * d, n, np.argsort(degree, kind="stable")),
         lam=lam,
         lam_grid=lam_grid,
         val_fraction=val_fraction,
         dim_valid=dim_valid,
         source=src,
         prior=prior,
+        block_dims=block_dims,
     )
     coef = np.where(valid[:, None, :], coef.reshape(n, order, d), 0.0)
     return MaskedVARParams(

@@ -34,6 +34,18 @@ from mesojax.data import Connectome, Recording, celegans, synthetic, union, wind
 # ----------------------------------------------------------------------------------------------- setup
 
 
+def enable_compilation_cache(directory: str, min_compile_seconds: float = 1.0) -> None:
+    """Keep compiled programs that took at least `min_compile_seconds` in `directory` across processes.
+
+    A rerun, a resumed run or another run with the same shapes then loads the train step, the rollouts
+    and the baselines' programs instead of compiling them (tens of seconds on a CPU). Call it before the
+    first compilation; the directory is trusted code, so keep it private to the user.
+    """
+    os.makedirs(directory, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
+
+
 def make_mesh(space: int = 1, devices: list | None = None) -> Mesh:
     """A ``(data, space)`` mesh over `devices` (default: all); `space` devices share the location axis."""
     devices = jax.devices() if devices is None else list(devices)

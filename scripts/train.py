@@ -7,6 +7,7 @@ An interrupted run started again with the same --workdir resumes from its latest
 """
 
 import logging as std_logging
+import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -15,6 +16,9 @@ from mesojax import evaluate, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and outputs.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", os.path.join(os.path.expanduser("~"), ".cache", "mesojax", "xla"),
+    "Persistent compilation cache directory ('' to disable): a rerun or resumed run skips compiling.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -24,6 +28,8 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
     # jax logs every accelerator it probes and does not find (libtpu on a CPU machine) at INFO.
     std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
+    if _CACHE.value:
+        train.enable_compilation_cache(_CACHE.value)
     results = train.run(_CONFIG.value, _WORKDIR.value)
     logging.info("wrote %s; summary: %s", _WORKDIR.value, evaluate.summary(results))
 

@@ -317,3 +317,23 @@ def test_ridge_var_with_more_inputs_than_samples_matches_a_direct_fit():
     ref_c, ref_b = _direct_ridge(design, tgt, np.ones((len(win), 1), bool), 0.5)
     np.testing.assert_allclose(fit.weight, ref_c.reshape(20, 2, 20).transpose(1, 0, 2), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(fit.intercept, ref_b, rtol=1e-4, atol=1e-5)
+
+
+def test_masked_var_rows_of_different_degree_match_a_direct_fit_on_their_own_inputs():
+    """Rows are blocked by in-degree and their designs trimmed: each still solves its own ridge."""
+    rng = np.random.default_rng(5)
+    n = 12
+    x = rng.normal(size=(80, n)).astype(np.float32)
+    mask = np.zeros((n, n), bool)
+    for i in range(n):  # in-degrees 0..11 (plus the diagonal)
+        mask[i, rng.choice(n, size=i, replace=False)] = True
+    fit = B.fit_masked_var(x, mask, order=2, lam=0.2, shrink_to="zero")
+    dense = np.asarray(B.masked_var_dense_weight(fit))  # [p, N, N]
+    win, tgt, _ = B.lagged_pairs(x, 2)
+    for i in range(n):
+        inputs = np.flatnonzero(mask[i] | (np.arange(n) == i))
+        design = win[:, ::-1, :][:, :, inputs].reshape(len(win), 1, -1)
+        ref_c, ref_b = _direct_ridge(design, tgt[:, [i]], np.ones((len(win), 1), bool), 0.2)
+        np.testing.assert_allclose(dense[:, i, inputs], ref_c[0].reshape(2, -1), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(fit.intercept[i], ref_b[0], rtol=1e-4, atol=1e-5)
+        assert not dense[:, i, np.setdiff1d(np.arange(n), inputs)].any()

@@ -51,3 +51,20 @@ def test_table_lists_phases_in_order_with_the_total():
     assert rows[1].split() == ["load", "data", "1.5"]
     assert rows[2].split() == ["training", "10.0"] and rows[-1].split() == ["total", "11.5"]
     assert progress.table(progress.Timings()) == ""
+
+
+def test_compilation_cache_keeps_compiled_programs_across_processes(tmp_path):
+    """A second process finds the first one's compiled program in the cache directory."""
+    import subprocess
+    import sys
+
+    code = ("import jax, jax.numpy as jnp; from mesojax import train; "
+            f"train.enable_compilation_cache({str(tmp_path)!r}, min_compile_seconds=0.0); "
+            "print(float(jax.jit(lambda x: jnp.sin(x) * 3.0)(jnp.ones(7)).sum()))")
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    entries = {p.name: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    assert entries, first.stderr
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert second.stdout == first.stdout
+    # Read, not written again: a miss would have compiled and stored the entry anew.
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == entries
