@@ -302,7 +302,7 @@ def _baseline_forecasts(config: ml_collections.ConfigDict, name: str, fitted: li
 def _forecast_table(forecast: dict[str, dict], columns: np.ndarray | None = None) -> dict[str, Any]:
     """JSON-ready pooled forecast metrics (over `columns`, default all) and whether the model beats
     every baseline by MSE at each horizon."""
-    keys = ("horizons", "mse", "r2", "r2_median", "n_starts")
+    keys = ("horizons", "mse", "r2", "r2_median", "n_starts", "n_targets")
     pooled = {n: (m if columns is None else metrics.pool_neurons(m, columns)) for n, m in forecast.items()}
     table = {n: {k: np.asarray(v).tolist() for k, v in m.items() if k in keys} for n, m in pooled.items()}
     others = [n for n in pooled if n not in MODEL_KEYS]

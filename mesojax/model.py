@@ -393,7 +393,7 @@ def _advance(
     return _Advance(x_next, v, behaviour, mode_logits), new_state
 
 
-def _pair_predictions(spec: ModelSpec, params: Params, inputs: ModelInputs, ctx: Context, x_last: jax.Array,
+def _pair_predictions(params: Params, inputs: ModelInputs, ctx: Context, x_last: jax.Array,
                       v: jax.Array) -> jax.Array:
     """Each pair's prediction of its sphere's members ``[L, B, K]`` from ``x_last [N]`` and ``v [L, B, M]``."""
     members_last = spatial.gather_members(x_last, inputs.tables)  # [L, K]
@@ -421,7 +421,7 @@ def step(
       ``(Step, new_state)``.
     """
     adv, new_state = _advance(spec, params, inputs, ctx, x_hist, stimulus, state, temps)
-    pair_pred = _pair_predictions(spec, params, inputs, ctx, x_hist[-1], adv.v)
+    pair_pred = _pair_predictions(params, inputs, ctx, x_hist[-1], adv.v)
     return Step(adv.x_next, pair_pred, adv.behaviour, adv.mode_logits), new_state
 
 
@@ -465,5 +465,5 @@ def rollout(
     first_v = jnp.zeros((spec.n_locations, spec.n_filters, spec.n_ports), x.dtype)
     (_, state, first_v), outs = jax.lax.scan(jax.checkpoint(body), (x[:h], state, first_v), jnp.arange(n_steps))
     # Only the first step's pair predictions are kept: a full [R, L, B, K] stack would cost memory for nothing.
-    pair_pred = _pair_predictions(spec, params, inputs, ctx, x[h - 1], first_v)
+    pair_pred = _pair_predictions(params, inputs, ctx, x[h - 1], first_v)
     return Step(outs.x_next, pair_pred, outs.behaviour, outs.mode_logits), state
