@@ -11,9 +11,14 @@ delivered in) to ``x̂[t+1]``::
     ŷ_beh[t+1]  = Σ_(µ∈g,b) σ(ρ[µ,b]) · v[µ,b] W_b / L_g + c                    behaviour readout f*
 
 ``H' = H`` (+1 when the synaptic layer adds its drive as an extra channel), ``r`` is each pair's
-recurrent filter state (passed in and returned). The same code is ``vmap``-ped over filters and
-locations; sharding the location axis shards the work. Locations added only to pad L to a multiple of
-the device count are masked out of every sum, so padding never changes a result.
+recurrent filter state (passed in and returned). The filter is ``vmap``-ped over filters and
+locations; sharding the location axis shards the work. Encoding, decoding and mixing are linear in the
+members' values, so their per-pair maps are folded with the assignment once per batch
+(:func:`mesojax.interface.circuit_maps`, in :class:`Context`) and each step contracts them per location;
+the ``[L, B, K]`` pair predictions ``y`` are formed only where needed (the local loss reads the first
+step's). Locations added only to pad L to a multiple of the device count are masked out of every sum, so
+padding never changes a result. Each part runs under a ``jax.named_scope`` (assignment, interface_maps,
+interface_in, filter_bank, decode_mix, readout) so that profiles attribute time to it.
 
 Neurons without a position (no candidate pair, e.g. unidentified point sources of a real recording)
 are predicted from their own history by a per-neuron linear fallback ``x̂_i = Σ_h w[i,h] x[h,i] + c_i``,
