@@ -52,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.n_ports = 4
     c.model.history = 2
     c.model.use_synapses = False
+    c.model.window_norm = False  # each step centred on its window's own level (model.ModelSpec.window_norm)
     c.model.basis = ml_collections.ConfigDict(dict(n_layers=2, max_width=16, width_step=4))
     c.model.interface = ml_collections.ConfigDict(dict(hidden=(32,), dense=False))
     c.model.assign = ml_collections.ConfigDict(dict(network="gather_scatter", hidden=32, distance_prior=2.0,

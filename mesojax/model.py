@@ -57,6 +57,10 @@ class ModelSpec:
       n_modes: number of discrete behaviour modes (0: none).
       use_synapses: add the connectome drive as an input channel.
       n_groups: independent circuits in a disjoint union (1: one circuit); behaviour pools per group.
+      window_norm: per-step instance normalisation: every step reads its history centred on the
+        window's own level ``m = mean_h x[h]`` (per neuron) and adds ``m`` back to its forecast, so the
+        model predicts deviations from the recent level and mean reversion goes to that level, not to the
+        training mean (a drifting recording); the forecast shifts with any constant added to the inputs.
       basis: the filter family (``n_in = M·H' + S``, ``n_out = M``).
       interface, assign: sub-specs.
     """
@@ -76,6 +80,7 @@ class ModelSpec:
     interface: interface.InterfaceSpec
     assign: assign.AssignSpec
     n_groups: int = 1
+    window_norm: bool = False
 
     @property
     def n_channels(self) -> int:
@@ -97,6 +102,7 @@ def make_spec(
     n_modes: int = 0,
     use_synapses: bool = False,
     n_groups: int = 1,
+    window_norm: bool = False,
     basis_kwargs: dict | None = None,
     interface_kwargs: dict | None = None,
     assign_kwargs: dict | None = None,
@@ -116,6 +122,7 @@ def make_spec(
         ),
         assign=assign.AssignSpec(n_filters=n_filters, **(assign_kwargs or {})),
         n_groups=n_groups,
+        window_norm=window_norm,
     )
 
 
@@ -352,6 +359,10 @@ def _advance(
 ) -> tuple[_Advance, jax.Array]:
     """One step without the ``[L, B, K]`` pair predictions (see :func:`step`)."""
     tables = inputs.tables
+    level = None
+    if spec.window_norm:
+        level = jnp.mean(x_hist[-spec.history:], axis=0)  # [N]
+        x_hist = x_hist - level
     channels = x_hist
     if spec.use_synapses:
         with jax.named_scope("synapses"):
@@ -380,6 +391,8 @@ def _advance(
         fb = params.fallback
         own = jnp.sum(fb.weight.T * x_hist[-spec.history:], axis=0) + fb.bias
         x_next = jnp.where(tables.candidate_mask.any(-1), mixed, own)
+        if level is not None:
+            x_next = x_next + level
 
     with jax.named_scope("readout"):
         ro = params.readout

@@ -326,6 +326,29 @@ def test_step_vmap_equals_loop_over_pairs(setup):
     np.testing.assert_allclose(float(out.x_next[i]), expected, rtol=1e-4)
 
 
+@pytest.mark.parametrize("window_norm", [False, True])
+def test_window_norm_makes_forecasts_shift_with_the_inputs(setup, window_norm):
+    """With per-step instance normalisation a constant added to a neuron's history is added to its
+    forecast and to its sphere slots' pair predictions; behaviour and filter state do not change."""
+    spec = dataclasses.replace(setup["spec"], window_norm=window_norm)
+    params, inputs, temps = setup["params"], setup["inputs"], setup["temps"]
+    ctx = model.context(spec, params, inputs, temps)
+    x_hist = jax.random.normal(jax.random.key(3), (HISTORY, spec.n_neurons))
+    shift = 3.0 * jax.random.normal(jax.random.key(4), (spec.n_neurons,))
+    stim = jnp.array([0.2])
+    run = lambda x: model.step(spec, params, inputs, ctx, x, stim, model.init_state(spec), temps)  # noqa: E731
+    (a, state_a), (b, state_b) = run(x_hist), run(x_hist + shift)
+    moved = np.allclose(b.x_next, a.x_next + shift, atol=1e-4)
+    assert moved == window_norm
+    if window_norm:
+        np.testing.assert_allclose(b.behaviour, a.behaviour, atol=1e-4)
+        np.testing.assert_allclose(state_b, state_a, atol=1e-4)
+        valid = np.broadcast_to(np.asarray(inputs.tables.member_mask)[:, None, :], a.pair_pred.shape)
+        slot_shift = np.asarray(shift)[np.asarray(inputs.tables.members)][:, None, :]  # [L, 1, K]
+        moved_slots = np.asarray(b.pair_pred - a.pair_pred)
+        np.testing.assert_allclose(moved_slots[valid], np.broadcast_to(slot_shift, valid.shape)[valid], atol=1e-4)
+
+
 def test_context_member_weight_inverts_the_candidate_table(setup):
     spec, params, inputs, temps = setup["spec"], setup["params"], setup["inputs"], setup["temps"]
     ctx = model.context(spec, params, inputs, temps)
