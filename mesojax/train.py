@@ -29,6 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mesojax import (assign, basis, checkpoint, evaluate, features, losses, model, optim, progress, report, spatial,
                      transfer)
+from mesojax import config as config_lib
 from mesojax.data import Connectome, Recording, celegans, synthetic, union, windows
 
 # ----------------------------------------------------------------------------------------------- setup
@@ -292,9 +293,16 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_changes(saved: dict, current: dict) -> list[str]:
-    """Dotted names of config fields that differ between two ``config.to_dict()`` snapshots."""
+    """Dotted names of config fields that differ between two ``config.to_dict()`` snapshots.
+
+    A field the saved snapshot lacks counts as unchanged while it holds its default
+    (:func:`mesojax.config.base_config`): it was added to mesojax after the run started, and its default
+    is the behaviour that run had.
+    """
     a, b = _flatten(saved), _flatten(json.loads(json.dumps(current, default=str)))
-    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    defaults = _flatten(json.loads(json.dumps(config_lib.base_config().to_dict(), default=str)))
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                     and not (k not in a and k in defaults and b.get(k) == defaults[k]))
     return [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
 
 

@@ -138,6 +138,19 @@ def test_resume_with_a_changed_config_is_refused(tmp_path):
         train.train(short(3, **{"model.n_ports": 5}), str(tmp_path))
 
 
+def test_a_field_added_after_a_run_started_blocks_its_resume_only_when_set():
+    """Checkpoints written before a config field existed resume while the field keeps its default."""
+    current = short(3).to_dict()
+    saved = json.loads(json.dumps(current, default=str))
+    del saved["model"]["window_norm"]  # as written by a mesojax that did not have the field
+    assert train.config_changes(saved, current) == []
+    current["model"]["window_norm"] = True
+    assert train.config_changes(saved, current) == ["model.window_norm"]
+    current["model"]["window_norm"] = False
+    current["model"]["n_ports"] = 5
+    assert train.config_changes(saved, current) == ["model.n_ports"]
+
+
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
     real = losses.loss_fn
 
