@@ -96,9 +96,12 @@ def behaviour(results: dict) -> dict:
     beh = results.get("behaviour", {})
     out = {k: beh[k] for k in ("model_r2", "linear_decoder_r2") if k in beh}
     for name, entry in beh.get("targets", {}).items():
+        target = name.rsplit("/", 1)[-1]  # "<animal>/reversal" -> "reversal": pooled across folds
         if "model_balanced_accuracy" in entry:
-            out[f"{name}_model_bal_acc"] = entry["model_balanced_accuracy"]
-            out[f"{name}_decoder_bal_acc"] = entry["linear_decoder_balanced_accuracy"]
+            out[f"{target}_model_bal_acc"] = entry["model_balanced_accuracy"]
+            out[f"{target}_decoder_bal_acc"] = entry["linear_decoder_balanced_accuracy"]
+        out[f"{target}_model_r2"] = entry["model_r2"]
+        out[f"{target}_decoder_r2"] = entry["linear_decoder_r2"]
     return out
 
 

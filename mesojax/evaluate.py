@@ -107,7 +107,9 @@ def fit_baselines(config: ml_collections.ConfigDict, exp: Any, train_x: np.ndarr
             opts.update(history=h, steps=config.eval.mlp_steps, seed=config.seed)
         forecaster = baselines.make_baseline(name, **opts)
         with progress.phase(f"fit {name}", timings):  # summed over the groups of a union
-            out[name] = (forecaster, forecaster.fit(train_x[:, cols]))
+            # Blocked on: jax returns before a jitted fit (the MLP's) has run, and its time would land
+            # in the next phase.
+            out[name] = (forecaster, jax.block_until_ready(forecaster.fit(train_x[:, cols])))
     return out
 
 
