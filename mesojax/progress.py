@@ -28,6 +28,10 @@ __all__ = ["Timings", "phase", "Meter", "table"]
 class Timings(dict):
     """Phase name -> seconds, in the order the phases ended (a plain dict, JSON-ready)."""
 
+    def add(self, name: str, seconds: float) -> None:
+        """Add `seconds` to phase `name` (a phase that runs several times, e.g. once per animal, sums)."""
+        self[name] = self.get(name, 0.0) + seconds
+
 
 @contextlib.contextmanager
 def phase(name: str, timings: Timings | None = None) -> Iterator[None]:
@@ -44,7 +48,7 @@ def phase(name: str, timings: Timings | None = None) -> Iterator[None]:
         raise
     seconds = time.perf_counter() - start
     if timings is not None:
-        timings[name] = timings.get(name, 0.0) + seconds
+        timings.add(name, seconds)
     logging.info("%s: done in %.1f s", name, seconds)
 
 

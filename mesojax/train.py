@@ -410,7 +410,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | Non
                 compiled = time.perf_counter() - t_train
                 logging.info("first step (compilation) took %.1f s", compiled)
                 if timings is not None:
-                    timings["compile (first step)"] = timings.get("compile (first step)", 0.0) + compiled
+                    timings.add("compile (first step)", compiled)
                 t_last, s_last = time.time(), start + 1
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 ckpt.close()
@@ -432,7 +432,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | Non
                 ckpt.save(done, state, {"step": done, "config": json.loads(json.dumps(config.to_dict(), default=str))})
     ckpt.close()
     if timings is not None and tc.steps - start > 1:
-        timings["training"] = timings.get("training", 0.0) + time.perf_counter() - t_train - compiled
+        timings.add("training", time.perf_counter() - t_train - compiled)
     return exp, state
 
 

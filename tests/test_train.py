@@ -56,6 +56,10 @@ def test_end_to_end_tiny_writes_every_output(tiny_run):
     assert [m["step"] for m in logged] == list(range(1, 7))
     assert set(losses.TERMS) <= set(logged[0])
     assert "h=1: model R²=" in train.evaluate.summary(results)
+    timings = json.loads((workdir / "timings.json").read_text())
+    expected = {"load data", "initial parameters", "compile (first step)", "training", "forecast model", "report",
+                *(f"fit {name}" for name in cfg.eval.baselines)}
+    assert expected <= set(timings) and all(v >= 0 for v in timings.values())
 
 
 @pytest.mark.parametrize("name", ["phantom", "phantom_tiny"])
