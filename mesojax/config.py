@@ -53,6 +53,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.history = 2
     c.model.use_synapses = False
     c.model.window_norm = False  # each step centred on its window's own level (model.ModelSpec.window_norm)
+    c.model.behaviour_readout = "pooled"  # or "state": closed-form readout of x̂[t+1] (model.ModelSpec)
+    c.model.behaviour_stop_gradient = False  # behaviour cannot move the neural forecasts
     c.model.basis = ml_collections.ConfigDict(dict(n_layers=2, max_width=16, width_step=4))
     c.model.interface = ml_collections.ConfigDict(dict(hidden=(32,), dense=False))
     c.model.assign = ml_collections.ConfigDict(dict(network="gather_scatter", hidden=32, distance_prior=2.0,

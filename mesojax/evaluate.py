@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 import scipy.sparse
 
-from mesojax import assign, baselines, basis, losses, metrics, model, optim, progress
+from mesojax import assign, baselines, basis, losses, metrics, model, optim, progress, readout
 
 MODEL_KEYS = ("model", "model_hard")
 """Forecast entries of the fitted model: soft architecture at the final temperature, and discretised."""
@@ -178,18 +178,24 @@ def _binary(values: np.ndarray) -> bool:
 
 
 def _behaviour_table(names: list[str], truth: np.ndarray, pred: dict[str, np.ndarray],
-                     raw: Any) -> dict[str, Any]:
-    """R² pooled over targets and per target for each predictor; balanced accuracy of 0/1 targets."""
+                     raw: Any, labels: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """R² pooled over targets and per target for each predictor; balanced accuracy of 0/1 targets.
+
+    A 0/1 target's label is ``prediction ≥ 0.5`` (raw units) unless `labels` gives a predictor's own
+    ``[T, K]`` labels (the state readout's balanced thresholds).
+    """
+    labels = labels or {}
     out: dict[str, Any] = {f"{who}_r2": float(metrics.r2_score(truth, p)) for who, p in pred.items()}
     per = {}
     for k, name in enumerate(names):
         entry = {f"{who}_r2": float(metrics.r2_score(truth[:, k], p[:, k])) for who, p in pred.items()}
-        if raw is not None and _binary(raw[0][:, k]):  # a 0/1 target (e.g. reversal): threshold at 0.5
+        if raw is not None and _binary(raw[0][:, k]):  # a 0/1 target (e.g. reversal)
             mean, std, true01 = raw[1][k], raw[2][k], raw[0][:, k]
             known = np.isfinite(true01)
             for who, p in pred.items():
-                label = (p[:, k] * std + mean >= 0.5).astype(int)
-                entry[f"{who}_balanced_accuracy"] = metrics.balanced_accuracy(true01[known].astype(int), label[known])
+                label = labels[who][:, k] if who in labels else (p[:, k] * std + mean >= 0.5)
+                entry[f"{who}_balanced_accuracy"] = metrics.balanced_accuracy(
+                    true01[known].astype(int), np.asarray(label)[known].astype(int))
         per[name] = entry
     out["targets"] = per
     return out
@@ -197,14 +203,17 @@ def _behaviour_table(names: list[str], truth: np.ndarray, pred: dict[str, np.nda
 
 def behaviour_scores(exp: Any, params: model.Params, temps: model.Temperatures,
                      train_x: np.ndarray) -> dict[str, Any]:
-    """The readout's behaviour forecasts on the test segment vs a decoder with the same information.
+    """The model's behaviour forecasts on the test segment vs a decoder with the same information.
 
     `train_x` is the normalised training segment (NaN allowed). The model predicts behaviour at t+1
-    from the neurons up to t; the reference ridge (continuous) / LDA (modes) decoder maps
-    ``x[t] -> behaviour[t+1]`` from the same group's neurons, fitted on the training segment. Both are
-    scored on the same test frames: R² pooled over targets (``model_r2``, ``linear_decoder_r2``) and per
-    target (``targets``), with balanced accuracy for 0/1 targets (a prediction ≥ 0.5 counts as 1). A
-    disjoint union also gets the same per group under ``groups``.
+    from the neurons up to t: with ``spec.behaviour_readout == "pooled"`` its ``f*`` readout, with
+    ``"state"`` the closed-form readout of its predicted state ``x̂[t+1]`` (:mod:`mesojax.readout`),
+    fitted here on the training segment's one-step forecasts. The reference ridge (continuous) / LDA
+    (modes) decoder maps ``x[t] -> behaviour[t+1]`` from the same group's neurons, fitted on the
+    training segment. Both are scored on the same test frames: R² pooled over targets (``model_r2``,
+    ``linear_decoder_r2``) and per target (``targets``), with balanced accuracy for 0/1 targets (the
+    decoder's label is a prediction ≥ 0.5; the state readout's is its balanced threshold). A disjoint
+    union also gets the same per group under ``groups``.
     """
     rec, norm, spec = exp.recording, exp.norm, exp.spec
     if spec.n_behaviour == 0 and spec.n_modes == 0:
@@ -214,34 +223,54 @@ def behaviour_scores(exp: Any, params: model.Params, temps: model.Temperatures,
     x = np.nan_to_num(normalised_traces(exp, "test"))
     outs = one_step_predictions(spec, params, exp.inputs, temps, jnp.asarray(x), jnp.asarray(stimulus(exp, "test")))
     train_x = np.nan_to_num(train_x)
-    result: dict[str, Any] = {}
+    groups = [(cols, np.flatnonzero(exp.behaviour_group == g)) for g, cols in enumerate(group_columns(exp))]
+    state = spec.behaviour_readout == "state"
+    result: dict[str, Any] = {"readout": spec.behaviour_readout}
+    raw_train = np.asarray(rec.behaviour[tr0:tr1], np.float64) if spec.n_behaviour else None
+    if state:
+        train_outs = one_step_predictions(spec, params, exp.inputs, temps, jnp.asarray(train_x),
+                                          jnp.asarray(stimulus(exp, "train")))
+        binary = (np.array([_binary(raw_train[:, k]) for k in range(spec.n_behaviour)])
+                  if spec.n_behaviour else None)
+        ro = readout.fit(
+            np.asarray(train_outs.x_next),
+            (raw_train[h:] - norm.beh_mean) / norm.beh_std if spec.n_behaviour else None,
+            columns=[c for c, _ in groups], targets=[k for _, k in groups], binary=binary,
+            modes=rec.modes[tr0:tr1][h:] if spec.n_modes else None,
+            binary_truth=raw_train[h:] if spec.n_behaviour else None)
+        test_state = np.asarray(outs.x_next)
     if spec.n_behaviour:
         raw_test = np.asarray(rec.behaviour[t0:t1], np.float64)
         beh = (raw_test - norm.beh_mean) / norm.beh_std
-        train_beh = (rec.behaviour[tr0:tr1] - norm.beh_mean) / norm.beh_std
+        train_beh = (raw_train - norm.beh_mean) / norm.beh_std
         decoded = np.full(beh[h:].shape, np.nan)
-        groups = [(cols, np.flatnonzero(exp.behaviour_group == g)) for g, cols in enumerate(group_columns(exp))]
         for cols, ks in groups:
             if ks.size:
                 dec = metrics.linear_decoder(train_x[:-1, cols], train_beh[1:, ks])
                 decoded[:, ks] = metrics.decode(dec, x[h - 1:-1, cols])
-        pred = {"model": np.asarray(outs.behaviour), "linear_decoder": decoded}
+        labels = {}
+        if state:
+            pred = {"model": readout.predict(ro, test_state), "linear_decoder": decoded}
+            labels["model"] = readout.predict_labels(ro, test_state)
+        else:
+            pred = {"model": np.asarray(outs.behaviour), "linear_decoder": decoded}
         names = list(rec.behaviour_names)
         raw = (raw_test[h:], norm.beh_mean, norm.beh_std)
-        result.update(_behaviour_table(names, beh[h:], pred, raw))
+        result.update(_behaviour_table(names, beh[h:], pred, raw, labels))
         if len(groups) > 1:
             result["groups"] = {
                 exp.group_names[g]: _behaviour_table(
                     [names[k] for k in ks], beh[h:][:, ks], {w: p[:, ks] for w, p in pred.items()},
-                    (raw[0][:, ks], raw[1][ks], raw[2][ks]))
+                    (raw[0][:, ks], raw[1][ks], raw[2][ks]), {w: lab[:, ks] for w, lab in labels.items()})
                 for g, (_, ks) in enumerate(groups) if ks.size
             }
     if spec.n_modes:
         modes = rec.modes[t0:t1][h:]
         known = modes >= 0
         dec = metrics.linear_decoder(train_x[:-1], rec.modes[tr0 + 1:tr1], discrete=True)
-        for name, pred_modes in (("model", np.asarray(jnp.argmax(outs.mode_logits, -1))),
-                                 ("linear_decoder", metrics.decode(dec, x[h - 1:-1]))):
+        model_modes = (readout.predict_modes(ro, test_state) if state
+                       else np.asarray(jnp.argmax(outs.mode_logits, -1)))
+        for name, pred_modes in (("model", model_modes), ("linear_decoder", metrics.decode(dec, x[h - 1:-1]))):
             result[f"{name}_mode_accuracy"] = metrics.accuracy(modes[known], pred_modes[known])
             result[f"{name}_mode_balanced_accuracy"] = metrics.balanced_accuracy(modes[known], pred_modes[known])
     return result

@@ -61,6 +61,13 @@ class ModelSpec:
         window's own level ``m = mean_h x[h]`` (per neuron) and adds ``m`` back to its forecast, so the
         model predicts deviations from the recent level and mean reversion goes to that level, not to the
         training mean (a drifting recording); the forecast shifts with any constant added to the inputs.
+      behaviour_readout: ``"pooled"``: behaviour is the gated per-filter readout ``f*`` (module
+        docstring), trained with the rest; ``"state"``: behaviour[t+1] is a linear readout of the
+        predicted neural state ``x̂[t+1]``, fitted in closed form after training on the training segment
+        (:func:`mesojax.evaluate.fit_state_readout`); the in-model readout then reads ``v`` through a
+        stop-gradient, so behaviour cannot change the neural forecasts.
+      behaviour_stop_gradient: the ``f*`` readout reads ``v`` through a stop-gradient (behaviour trains
+        only the readout's own weights).
       basis: the filter family (``n_in = M·H' + S``, ``n_out = M``).
       interface, assign: sub-specs.
     """
@@ -81,6 +88,8 @@ class ModelSpec:
     assign: assign.AssignSpec
     n_groups: int = 1
     window_norm: bool = False
+    behaviour_readout: str = "pooled"
+    behaviour_stop_gradient: bool = False
 
     @property
     def n_channels(self) -> int:
@@ -103,6 +112,8 @@ def make_spec(
     use_synapses: bool = False,
     n_groups: int = 1,
     window_norm: bool = False,
+    behaviour_readout: str = "pooled",
+    behaviour_stop_gradient: bool = False,
     basis_kwargs: dict | None = None,
     interface_kwargs: dict | None = None,
     assign_kwargs: dict | None = None,
@@ -111,6 +122,8 @@ def make_spec(
     if n_groups < 1 or (n_modes and n_groups > 1):
         raise ValueError(f"model spec: n_groups = {n_groups} must be ≥ 1, and 1 with discrete modes "
                          f"(n_modes = {n_modes}): give each group's modes as continuous 0/1 targets")
+    if behaviour_readout not in ("pooled", "state"):
+        raise ValueError(f"model spec: behaviour_readout = {behaviour_readout!r}; expected 'pooled' or 'state'")
     n_in = n_ports * (history + int(use_synapses)) + n_stimulus
     return ModelSpec(
         n_neurons=n_neurons, n_locations=n_locations, n_members=n_members, n_candidates=n_candidates,
@@ -123,6 +136,8 @@ def make_spec(
         assign=assign.AssignSpec(n_filters=n_filters, **(assign_kwargs or {})),
         n_groups=n_groups,
         window_norm=window_norm,
+        behaviour_readout=behaviour_readout,
+        behaviour_stop_gradient=behaviour_stop_gradient,
     )
 
 
@@ -398,7 +413,9 @@ def _advance(
         ro = params.readout
         real = tables.location_mask.astype(v.dtype)
         gate = jax.nn.sigmoid(ro.pair_logit)[..., None] * real[:, None, None]  # [L, B, 1]; padding excluded
-        group_sum = jax.ops.segment_sum(gate * v, inputs.location_group, num_segments=spec.n_groups)
+        detach = spec.behaviour_stop_gradient or spec.behaviour_readout == "state"
+        v_ro = jax.lax.stop_gradient(v) if detach else v
+        group_sum = jax.ops.segment_sum(gate * v_ro, inputs.location_group, num_segments=spec.n_groups)
         group_size = jax.ops.segment_sum(real, inputs.location_group, num_segments=spec.n_groups)
         pooled = group_sum / jnp.maximum(group_size, 1.0)[:, None, None]  # [G, B, M]
         # One circuit: every target reads group 0 (behaviour_group may be left empty).

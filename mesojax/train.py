@@ -214,7 +214,8 @@ def prepare(config: ml_collections.ConfigDict, mesh: Mesh, timings: progress.Tim
         n_candidates=tables.candidates.shape[1], n_features=inputs.member_features.shape[-1],
         n_filters=mc.n_filters, n_ports=mc.n_ports, history=mc.history, n_stimulus=n_stim,
         n_behaviour=n_beh, n_modes=n_modes, use_synapses=use_syn, n_groups=len(data.group_names),
-        window_norm=mc.window_norm,
+        window_norm=mc.window_norm, behaviour_readout=mc.behaviour_readout,
+        behaviour_stop_gradient=mc.behaviour_stop_gradient,
         basis_kwargs=dict(mc.basis), interface_kwargs=dict(mc.interface), assign_kwargs=dict(mc.assign),
     )
     return Experiment(connectome, recording, data.truth, segments, norm, grid, tables, names, spec, inputs,
