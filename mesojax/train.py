@@ -30,7 +30,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from mesojax import (assign, basis, checkpoint, evaluate, features, losses, model, optim, progress, report, spatial,
                      transfer)
 from mesojax import config as config_lib
+from mesojax import workdir as workdir_lib
 from mesojax.data import Connectome, Recording, celegans, synthetic, union, windows
+from mesojax.data import validation as V
 
 # ----------------------------------------------------------------------------------------------- setup
 
@@ -45,6 +47,65 @@ def enable_compilation_cache(directory: str, min_compile_seconds: float = 1.0) -
     os.makedirs(directory, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
+
+
+# Fields that count something a run must have at least one of (a zero or negative value would run
+# nothing and still write reports as if a model had been fitted).
+POSITIVE_FIELDS = ("train.steps", "train.batch_windows", "train.rollout", "train.log_every",
+                   "train.checkpoint_every", "model.n_filters", "model.n_ports", "model.history",
+                   "eval.horizons", "eval.stride")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Reject settings that cannot give a fitted, evaluated model, before anything is loaded or written.
+
+    Raises:
+      ValueError: naming the field, its value and what it must be.
+    """
+    def get(name):
+        node = config
+        for part in name.split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+        return node
+
+    for name in POSITIVE_FIELDS:
+        value = get(name)
+        if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"config: field '{name}' = {value!r} must be an integer ≥ 1")
+    if get("eval.warmup") is not None and int(config.eval.warmup) < 0:
+        raise ValueError(f"config: field 'eval.warmup' = {config.eval.warmup} must be ≥ 0")
+    hard = get("train.hard_steps") or 0
+    if hard < 0 or hard >= config.train.steps:
+        raise ValueError(f"config: field 'train.hard_steps' = {hard} must be ≥ 0 and below train.steps = "
+                         f"{config.train.steps}")
+    if config.get("transfer") is not None and config.transfer.animals:
+        for animal in config.transfer.animals:
+            V.check_name("config", "transfer.animals", animal)
+        if int(config.transfer.steps) < 1:
+            raise ValueError(f"config: field 'transfer.steps' = {config.transfer.steps} must be ≥ 1 when "
+                             "transfer.animals is set")
+
+
+def check_lengths(config: ml_collections.ConfigDict, recording: Recording,
+                  segments: dict[str, tuple[int, int]]) -> None:
+    """Every length a run needs, checked before training: a training window, and one forecast start.
+
+    A training window holds ``history + rollout`` frames; the test segment must hold the forecast
+    window (``eval.warmup + history`` frames) plus ``eval.horizons`` scored frames.
+
+    Raises:
+      ValueError: naming the recording, the segment, the frames it has and the frames needed.
+    """
+    h = config.model.history
+    need = {"train": (h + config.train.rollout, "model.history + train.rollout"),
+            "test": (config.eval.warmup + h + config.eval.horizons, "eval.warmup + model.history + eval.horizons")}
+    for name, (frames, why) in need.items():
+        t0, t1 = segments[name]
+        if t1 - t0 < frames:
+            raise ValueError(
+                f"{recording.source}: the {name} segment has {t1 - t0} frames (of T = {recording.n_timesteps}, "
+                f"data.split = {tuple(config.data.split)}) but needs {frames} ({why}); use a longer recording, "
+                "a larger share for that segment, or shorter windows")
 
 
 def make_mesh(space: int = 1, devices: list | None = None) -> Mesh:
@@ -178,6 +239,7 @@ def prepare(config: ml_collections.ConfigDict, mesh: Mesh, timings: progress.Tim
         data = load_data(config.data)
         connectome, recording = data.connectome, data.recording
         segments = windows.split_time(recording.n_timesteps, tuple(config.data.split))
+        check_lengths(config, recording, segments)
         norm = windows.fit_normalizer(recording, segments["train"])
     logging.info("circuit: %d neurons, %d synapses, %d frames", connectome.n_neurons, len(connectome.pre),
                  recording.n_timesteps)
@@ -367,9 +429,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | Non
     """Train (or resume) and return the experiment and the final state; writes checkpoints and metrics.
 
     `params` replaces the fresh initialisation (e.g. a transferred basis, :mod:`mesojax.transfer`).
-    Setup, the first step (compilation) and training are logged and timed into `timings`.
+    Setup, the first step (compilation) and training are logged and timed into `timings`. The config is
+    checked first (:func:`check_config`) and `workdir` is held by this run (:func:`mesojax.workdir.hold`).
     """
-    os.makedirs(workdir, exist_ok=True)
+    check_config(config)
+    with workdir_lib.hold(workdir):
+        return _train(config, workdir, exp, mesh, params, timings)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | None, mesh: Mesh | None,
+           params: model.Params | None, timings: progress.Timings | None) -> tuple[Experiment, TrainState]:
     mesh = make_mesh(config.mesh.space) if mesh is None else mesh
     exp = prepare(config, mesh, timings) if exp is None else exp
     exp = dataclasses.replace(exp, inputs=shard_locations(exp.inputs, mesh, exp.spec.n_locations))
@@ -389,8 +458,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | Non
     _truncate_metrics(metrics_path, start)
     t_last, s_last = time.time(), start
     hard_from = tc.steps - tc.hard_steps if tc.hard_steps > 0 else None
-    if hard_from is not None and not 0 <= hard_from < tc.steps:
-        raise ValueError(f"train config: field 'hard_steps' = {tc.hard_steps} must be below steps = {tc.steps}")
     if start < tc.steps:
         logging.info("training steps %d..%d; the first one compiles the step", start + 1, tc.steps)
     t_train, compiled = time.perf_counter(), 0.0
@@ -470,7 +537,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     returns the evaluation metrics (held-out animals under ``"transfer"``).
 
     The duration of every phase is logged as it ends, written to ``timings.json`` and logged as a table.
+    The config is checked before anything is loaded, and `workdir` is held by this run throughout.
     """
+    check_config(config)
+    with workdir_lib.hold(workdir):
+        return _run(config, workdir)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     timings = progress.Timings()
     exp, state = train(config, workdir, timings=timings)
     results, part = evaluate.evaluate(config, exp, state.params, timings)

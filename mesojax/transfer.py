@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 
 from mesojax import model
+from mesojax.data import validation as V
 
 FROZEN = ("basis", "arch")
 """Parameter groups (:data:`mesojax.optim.GROUPS`) that a transfer keeps fixed."""
@@ -84,6 +85,7 @@ def transfer_params(trained: model.Params, fresh: model.Params, trained_targets:
 def transfer_config(config: ml_collections.ConfigDict, animal: str) -> ml_collections.ConfigDict:
     """The training config of one held-out animal: its data only, ``transfer.steps`` steps, the basis
     frozen and its architecture temperature held at the end of the original anneal."""
+    V.check_name("config", "transfer.animals", animal)  # becomes <workdir>/transfer/<animal>
     cfg = config.copy_and_resolve_references()
     steps = int(config.transfer.steps)
     arch_end = float(config.anneal.arch[1])

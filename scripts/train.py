@@ -3,7 +3,8 @@
     python scripts/train.py --config configs/phantom.py --workdir runs/phantom
     python scripts/train.py --config configs/phantom_tiny.py --config.train.steps=50 --workdir /tmp/t
 
-An interrupted run started again with the same --workdir resumes from its latest checkpoint.
+An interrupted run started again with the same --workdir resumes from its latest checkpoint. Errors
+are one line; add --verbose for the traceback.
 """
 
 import logging as std_logging
@@ -12,7 +13,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mesojax import evaluate, train
+from mesojax import cli, evaluate, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and outputs.")
@@ -35,4 +36,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

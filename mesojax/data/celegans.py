@@ -469,6 +469,7 @@ def list_animals(celegans_dir: PathLike) -> list[str]:
 def load_animal(celegans_dir: PathLike, uid: str, **kwargs: Any) -> tuple[Recording, LoadReport]:
     """:func:`load_recording` of ``recordings/<uid>-data.h5`` with ``recordings/neuron_labels.csv``."""
     folder = pathlib.Path(celegans_dir) / "recordings"
+    V.check_name(str(folder), "uid", uid)
     path = folder / f"{uid}-data.h5"
     if not path.is_file():
         raise V.ValidationError(str(path), "uid", None,
@@ -480,6 +481,7 @@ def load_celegans_connectome(celegans_dir: PathLike, name: str = "witvliet_2020_
                              ) -> tuple[Connectome, LoadReport]:
     """:func:`load_connectome` of ``connectome/<name>.json`` with the atlas positions and neuron table."""
     root = pathlib.Path(celegans_dir)
+    V.check_name(str(root / "connectome"), "connectome", name)
     path = root / "connectome" / f"{name}.json"
     if not path.is_file():
         have = sorted(p.stem for p in (root / "connectome").glob("*.json"))

@@ -84,6 +84,8 @@ class Recording:
             raise V.ValidationError(src, "traces", None, f"expected a numeric array, got dtype {traces.dtype}")
         V.check_shape(src, "traces", traces, (None, None))
         t, nr = traces.shape
+        if t == 0:
+            raise V.ValidationError(src, "traces", None, "no frames (T = 0): a recording needs at least one frame")
         if isinstance(traces, np.ndarray) and np.isinf(traces).any():
             # NaN marks a missing sample; an infinite one is a broken value (lazy traces: checked per window).
             row = V.first_row(np.isinf(traces))

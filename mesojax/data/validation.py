@@ -48,6 +48,20 @@ def first_row(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
+def check_name(source: str, field: str, name: Any) -> str:
+    """Raise unless `name` is a plain name that is safe to join into a path (no folder, no ``..``).
+
+    Animal uids, connectome names and held-out animals become file and folder names; a separator or a
+    ``..`` would read or write outside the data directory or the workdir.
+    """
+    text = str(name)
+    if (not text or text in (".", "..") or "/" in text or "\\" in text or "\x00" in text
+            or text != text.strip()):
+        raise ValidationError(source, field, None, f"{text!r} is not a plain name: it must be non-empty, "
+                              "without '/', '\\', surrounding spaces or NUL, and not '.' or '..'")
+    return text
+
+
 def check_shape(source: str, field: str, array: Any, shape: Sequence[int | None]) -> None:
     """Raise unless `array.shape` matches `shape` (``None`` matches any length)."""
     actual = tuple(np.shape(array))

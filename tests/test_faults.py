@@ -1,0 +1,145 @@
+"""Faults and bad input (issue 14): each case fails first, with one clear message, and loses nothing.
+
+Every test here reproduces a defect found by probing mesojax as a new user would; see the README
+section "Failures and recovery".
+"""
+
+import multiprocessing
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mesojax import cli, config, train, workdir
+from mesojax.data import Recording, celegans
+from mesojax.data import validation as V
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = [sys.executable, str(REPO / "scripts" / "train.py"), "--config", str(REPO / "configs" / "phantom_tiny.py")]
+
+
+def tiny(**overrides):
+    return config.load_config_file(REPO / "configs" / "phantom_tiny.py", **overrides)
+
+
+def _script(*args, timeout=120):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([*SCRIPT, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+# 1. A run that would train nothing fails before loading data or writing anything.
+@pytest.mark.parametrize("field,value", [("train.steps", -5), ("train.steps", 0), ("train.batch_windows", 0),
+                                         ("train.rollout", 0), ("eval.horizons", 0), ("train.hard_steps", 7)])
+def test_a_run_that_trains_nothing_is_an_error_before_anything_is_written(tmp_path, field, value):
+    cfg = tiny(**{"train.steps": 7, field: value})
+    with pytest.raises(ValueError, match=f"field '{field}'"):
+        train.run(cfg, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+# 7. Lengths are checked in prepare, before any training, with the frames counted as evaluation needs them.
+def test_too_short_a_test_segment_fails_in_prepare_naming_the_frames_needed():
+    cfg = tiny(**{"eval.horizons": 200})
+    need = cfg.eval.warmup + cfg.model.history + 200
+    with pytest.raises(ValueError, match=rf"test segment has \d+ frames .* needs {need} \(eval.warmup"):
+        train.prepare(cfg, train.make_mesh(1))
+
+
+def test_too_short_a_training_segment_fails_in_prepare():
+    with pytest.raises(ValueError, match=r"train segment has \d+ frames .*model.history \+ train.rollout"):
+        train.prepare(tiny(**{"train.rollout": 400}), train.make_mesh(1))
+
+
+# 8. An empty recording is rejected where it is made.
+def test_a_recording_without_frames_is_rejected():
+    with pytest.raises(V.ValidationError, match=r"field 'traces': no frames \(T = 0\)"):
+        Recording(np.zeros((0, 3), np.float32), np.zeros(0), neuron_ids=np.arange(3))
+
+
+# 10. Names that become paths cannot leave their folder.
+@pytest.mark.parametrize("name", ["..", "../evil", "a/b", "", " x", "a\\b"])
+def test_names_joined_into_paths_must_be_plain(tmp_path, name):
+    with pytest.raises(V.ValidationError, match="not a plain name"):
+        V.check_name("config", "transfer.animals", name)
+    with pytest.raises(V.ValidationError, match="field 'uid'"):
+        celegans.load_animal(tmp_path, name)
+    cfg = config.load_config_file(REPO / "configs" / "celegans.py", **{"transfer.animals": (name,)})
+    with pytest.raises(V.ValidationError, match="transfer.animals"):
+        train.check_config(cfg)
+
+
+def test_plain_names_pass():
+    assert V.check_name("config", "uid", "2022-07-26-31") == "2022-07-26-31"
+
+
+# 4. One workdir, one run.
+def _hold_and_wait(path, ready, release):
+    with workdir.hold(path):
+        ready.set()
+        release.wait(30)
+
+
+def test_a_second_run_on_a_held_workdir_fails_naming_the_holder(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_and_wait, args=(str(tmp_path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(workdir.WorkdirBusyError, match=rf"in use by another run \(pid {holder.pid} on "):
+            with workdir.hold(str(tmp_path)):
+                pass
+        with pytest.raises(workdir.WorkdirBusyError):
+            train.run(tiny(**{"train.steps": 1}), str(tmp_path))
+    finally:
+        release.set()
+        holder.join(30)
+    with workdir.hold(str(tmp_path)):  # released when the holder ends (also when it is killed)
+        with workdir.hold(str(tmp_path)):  # and re-entrant within one process (run -> train)
+            pass
+
+
+def test_a_killed_holder_releases_the_workdir(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_and_wait, args=(str(tmp_path), ready, release))
+    holder.start()
+    assert ready.wait(60)
+    holder.kill()
+    holder.join(30)
+    with workdir.hold(str(tmp_path)):
+        pass
+
+
+def test_an_unwritable_workdir_is_named_with_the_reason(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError, match=r"workdir '.*file/run' cannot be created or written"):
+        workdir.create(str(blocker / "run"))
+
+
+# 9. Command-line errors are one line; --verbose gives the traceback.
+@pytest.mark.parametrize("args,expected", [
+    (("--config.train.stepz=3",), 'Did you mean "steps" instead of "stepz"?'),
+    (("--config.train.steps=abc",), "--config.train.steps=abc"),
+    (("--config.train.steps=-5",), "field 'train.steps' = -5 must be an integer ≥ 1"),
+])
+def test_command_line_errors_are_one_line(tmp_path, args, expected):
+    out = _script("--workdir", str(tmp_path / "w"), *args)
+    assert out.returncode in (1, 2)
+    lines = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and expected in lines[0] and "\\n" not in lines[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    out = _script("--workdir", str(tmp_path / "w"), "--config.train.steps=0", "--verbose")
+    assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+def test_cli_message_folds_nested_key_errors():
+    err = AttributeError(KeyError("'stepz'\nDid you mean \"steps\" instead of \"stepz\"?"))
+    assert cli.message(err) == "AttributeError: 'stepz' Did you mean \"steps\" instead of \"stepz\"?"
