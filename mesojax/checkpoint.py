@@ -62,6 +62,27 @@ class Checkpointer:
         """The newest complete step, or None when the directory holds no checkpoint."""
         return self._manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        """Every complete step on disk, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def set_aside(self, step: int) -> str:
+        """Move a damaged step out of the way (renamed, never deleted) so later saves can use its number.
+
+        Returns:
+          the new path of the step's folder (``damaged-<step>``, suffixed if taken).
+        """
+        src = os.path.join(self.directory, str(step))
+        dst = os.path.join(self.directory, f"damaged-{step}")
+        n = 1
+        while os.path.exists(dst):
+            n += 1
+            dst = os.path.join(self.directory, f"damaged-{step}-{n}")
+        os.replace(src, dst)
+        with _quiet():
+            self._manager.reload()
+        return dst
+
     def save(self, step: int, state: Any, record: dict | None = None) -> None:
         """Write `state` (any pytree of arrays) and a JSON-serialisable `record` as step `step`."""
         with _quiet():

@@ -369,26 +369,67 @@ def config_changes(saved: dict, current: dict) -> list[str]:
     return [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
 
 
+class CheckpointError(RuntimeError):
+    """No checkpoint in a run directory could be read."""
+
+
 def restore_or_init(
     ckpt: checkpoint.Checkpointer, fresh: TrainState, config: ml_collections.ConfigDict
 ) -> TrainState:
-    """The latest checkpoint restored into the layout of `fresh`, or `fresh` itself.
+    """The newest intact checkpoint restored into the layout of `fresh`, or `fresh` when there is none.
+
+    A checkpoint that cannot be read (truncated arrays, a damaged record or metadata, a step that does
+    not match its folder) is moved aside to ``damaged-<step>`` with a warning and the next older one is
+    tried, so an interruption or a bad disk write costs the steps since the previous checkpoint, not
+    the run.
 
     Raises:
       ValueError: the checkpoint was written with a different configuration (naming the fields).
+      CheckpointError: checkpoints exist but none can be read (naming each step and its fault).
     """
-    if ckpt.latest_step() is None:
-        return fresh
-    # Compare configs before reading the state: a changed shape would otherwise fail deep in orbax.
-    changes = config_changes(ckpt.read_record().get("config", {}), config.to_dict())
-    if changes:
-        raise ValueError(
-            f"{ckpt.directory}: the checkpoint was written with a different config; changed fields: "
-            + ", ".join(changes) + ". Use a new --workdir, or restore the original settings to resume."
-        )
-    state, _ = ckpt.restore(fresh)
-    logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
-    return state
+    faults = []
+    for step in reversed(ckpt.all_steps()):
+        try:
+            record = ckpt.read_record(step)
+            if not isinstance(record, dict) or "config" not in record:
+                raise ValueError("its record has no config")
+        except Exception as e:  # noqa: BLE001 - any fault in reading a step sends us to an older one
+            faults.append(_set_aside(ckpt, step, e))
+            continue
+        # Compare configs before reading the state: a changed shape would otherwise fail deep in orbax.
+        changes = config_changes(record.get("config", {}), config.to_dict())
+        if changes:
+            raise ValueError(
+                f"{ckpt.directory}: the checkpoint was written with a different config; changed fields: "
+                + ", ".join(changes) + ". Use a new --workdir, or restore the original settings to resume."
+            )
+        try:
+            state, _ = ckpt.restore(fresh, step)
+            if int(state.step) != step:
+                raise ValueError(f"it holds step {int(state.step)}")
+            if not all(bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree.leaves(state.params)):
+                raise ValueError("its parameters hold non-finite values")
+        except Exception as e:  # noqa: BLE001
+            faults.append(_set_aside(ckpt, step, e))
+            continue
+        if faults:
+            logging.warning("resumed from the older intact checkpoint, step %d", step)
+        logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
+        return state
+    if faults:
+        raise CheckpointError(
+            f"{ckpt.directory}: no checkpoint could be read ({'; '.join(faults)}); the damaged steps were moved "
+            "aside as damaged-<step>. Start again with a new --workdir, or delete the checkpoints folder to "
+            "retrain in this one.")
+    return fresh
+
+
+def _set_aside(ckpt: checkpoint.Checkpointer, step: int, error: Exception) -> str:
+    what = f"step {step}: {type(error).__name__}: {' '.join(str(error).split())[:300]}"
+    where = ckpt.set_aside(step)
+    logging.warning("%s: checkpoint %s is damaged and was moved to %s; trying an older one", ckpt.directory,
+                    what, where)
+    return what
 
 
 # ------------------------------------------------------------------------------------------------ loop

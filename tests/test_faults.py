@@ -7,9 +7,11 @@ section "Failures and recovery".
 import multiprocessing
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -143,3 +145,53 @@ def test_verbose_shows_the_traceback(tmp_path):
 def test_cli_message_folds_nested_key_errors():
     err = AttributeError(KeyError("'stepz'\nDid you mean \"steps\" instead of \"stepz\"?"))
     assert cli.message(err) == "AttributeError: 'stepz' Did you mean \"steps\" instead of \"stepz\"?"
+
+
+# 2. A damaged latest checkpoint falls back to the newest intact one.
+def _short(steps):
+    return tiny(**{"train.steps": steps, "train.checkpoint_every": 3, "train.log_every": 1})
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """A 6-step run checkpointed at steps 3 and 6, and its final parameters."""
+    path = tmp_path_factory.mktemp("straight")
+    _, state = train.train(_short(6), str(path))
+    return path, jax.tree.map(np.asarray, state.params)
+
+
+def _truncate_arrays(step_dir):
+    for f in (step_dir / "state").rglob("*"):
+        if f.is_file() and "ocdbt.process_0/d" in str(f):
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+
+
+def _garbage_record(step_dir):
+    (step_dir / "record" / "metadata").write_text("{not json")
+
+
+def _no_metadata(step_dir):
+    (step_dir / "state" / "_METADATA").unlink()
+
+
+@pytest.mark.parametrize("damage", [_truncate_arrays, _garbage_record, _no_metadata])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, straight, damage, caplog):
+    source, final = straight
+    shutil.copytree(source, tmp_path / "w")
+    damage(tmp_path / "w" / "checkpoints" / "6")
+    with caplog.at_level("WARNING"):
+        _, state = train.train(_short(6), str(tmp_path / "w"))  # steps 4..6 redone from the intact step 3
+    assert int(state.step) == 6
+    assert "checkpoint step 6" in caplog.text and "damaged" in caplog.text
+    assert (tmp_path / "w" / "checkpoints" / "damaged-6").is_dir()  # kept for inspection, not deleted
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(final)):
+        np.testing.assert_array_equal(np.asarray(a), b)  # the same as the run never damaged
+
+
+def test_no_intact_checkpoint_is_one_error_naming_each_step(tmp_path, straight):
+    source, _ = straight
+    shutil.copytree(source, tmp_path / "w")
+    for step in ("3", "6"):
+        _garbage_record(tmp_path / "w" / "checkpoints" / step)
+    with pytest.raises(train.CheckpointError, match=r"no checkpoint could be read \(step 6: .*; step 3: .*new --workdir"):
+        train.train(_short(6), str(tmp_path / "w"))
