@@ -195,3 +195,55 @@ def test_no_intact_checkpoint_is_one_error_naming_each_step(tmp_path, straight):
         _garbage_record(tmp_path / "w" / "checkpoints" / step)
     with pytest.raises(train.CheckpointError, match=r"no checkpoint could be read \(step 6: .*; step 3: .*new --workdir"):
         train.train(_short(6), str(tmp_path / "w"))
+
+
+# 3. Checksummed chunks: flipped bits on disk are an error naming the store, chunk and row.
+def _stored_recording(tmp_path):
+    from mesojax.data import storage
+
+    rng = np.random.default_rng(0)
+    rec = Recording(rng.normal(size=(64, 5)).astype(np.float32), np.arange(64) / 4.0, neuron_ids=np.arange(5))
+    storage.write_recording(tmp_path / "rec", rec, chunk_t=8)
+    return tmp_path / "rec", rec
+
+
+@pytest.mark.parametrize("offset", [0.3, 0.6, 0.9])
+def test_flipped_bytes_in_a_trace_chunk_are_an_error_naming_the_chunk(tmp_path, offset):
+    from mesojax.data import storage
+
+    path, _ = _stored_recording(tmp_path)
+    chunk = path / "traces" / "c" / "3" / "0"
+    data = bytearray(chunk.read_bytes())
+    at = int(offset * (len(data) - 5))
+    data[at] ^= 0x10
+    data[at + 1] ^= 0x01
+    chunk.write_bytes(bytes(data))
+    lazy = storage.open_recording(path)
+    with pytest.raises(V.ValidationError, match=r"field 'traces', row 24: corrupt .* chunk file c/3/0") as info:
+        lazy.window(20, 30)
+    assert info.value.source == str(path)
+    np.testing.assert_array_equal(lazy.window(0, 16).traces.shape, (16, 5))  # intact chunks still read
+
+
+def test_stores_of_format_version_1_are_still_read(tmp_path):
+    """Version 1 stores hold zarr v2 arrays without checksums; they open and read as before."""
+    import json
+
+    import tensorstore as ts
+
+    from mesojax.data import storage
+
+    path, rec = _stored_recording(tmp_path)
+    for field in [p for p in path.iterdir() if p.is_dir()]:
+        values = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(field)}}).result().read().result()
+        shutil.rmtree(field)
+        v2 = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(field)}, "create": True,
+                      "metadata": {"shape": list(values.shape), "chunks": [8, *values.shape[1:]] if values.ndim else [],
+                                   "dtype": values.dtype.str, "compressor": {"id": "blosc", "cname": "lz4",
+                                                                             "clevel": 5, "shuffle": 1}},
+                      "store_data_equal_to_fill_value": True}).result()
+        v2.write(values).result()
+    meta = json.loads((path / "meta.json").read_text())
+    (path / "meta.json").write_text(json.dumps(dict(meta, version=1)))
+    back = storage.open_recording(path)
+    np.testing.assert_array_equal(back.window(0, 64).traces, rec.traces)

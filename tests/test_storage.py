@@ -88,7 +88,7 @@ def siblings(path: pathlib.Path) -> list[str]:
 
 
 def chunk_file(store: pathlib.Path, field: str, *index: int) -> pathlib.Path:
-    return store / field / ".".join(map(str, index))
+    return store / field / "c" / pathlib.Path(*map(str, index))
 
 
 @pytest.fixture(scope="module")
@@ -381,9 +381,9 @@ CORRUPTIONS = {
     "bad_json": (lambda s, o: (s / "meta.json").write_text("{truncated"), "meta.json", None, "not valid JSON"),
     "wrong_format": (lambda s, o: _edit_meta(s, format="mesojax.volume"), "format", None, "expected"),
     "no_array": (lambda s, o: shutil.rmtree(s / "timestamps"), "timestamps", None, "missing array"),
-    "bad_zarray": (lambda s, o: (s / "stimulus" / ".zarray").write_text("]"), "stimulus", None, "unreadable"),
+    "bad_zarray": (lambda s, o: (s / "stimulus" / "zarr.json").write_text("]"), "stimulus", None, "unreadable"),
     "wrong_shape": (lambda s, o: _copy_field_from(s, "positions", o), "positions", None, "expected shape [6, 3]"),
-    "missing_chunk": (lambda s, o: chunk_file(s, "traces", 3, 0).unlink(), "traces", 24, "chunk file 3.0 is missing"),
+    "missing_chunk": (lambda s, o: chunk_file(s, "traces", 3, 0).unlink(), "traces", 24, "chunk file c/3/0 is missing"),
     "corrupt_eager": (lambda s, o: chunk_file(s, "behaviour", 0, 0).write_bytes(b"xx"), "behaviour", 0, "corrupt"),
     "bad_content": (lambda s, o: _edit_meta(s, mode_names=["fwd"]), "modes", None, "not in allowed set"),
     "names_type": (lambda s, o: _edit_meta(s, behaviour_names=["a", 3, "c"]), "behaviour_names", 1, "string"),

@@ -1,4 +1,4 @@
-"""Storage: connectomes, recordings and calcium volumes as tensorstore (zarr v2) directories.
+"""Storage: connectomes, recordings and calcium volumes as tensorstore (zarr) directories.
 
 This is the only module of mesojax that talks to tensorstore; everything else sees numpy arrays and
 :class:`TensorStoreArray`, a lazy ``[T, ...]`` array that reads only the chunks an index touches, so a
@@ -8,7 +8,11 @@ A store is a directory::
 
     store/
       meta.json          format, version, sizes, string ids / names / cell types, which fields exist
-      <field>/           one zarr v2 array per numeric field (e.g. traces/, timestamps/, xyz/, pre/)
+      <field>/           one zarr v3 array per numeric field (e.g. traces/, timestamps/, xyz/, pre/)
+
+Every chunk is blosc-compressed and carries a CRC32C checksum (zarr v3 ``crc32c`` codec), so a flipped
+bit on disk is an error naming the store, field, chunk and first row, never silently wrong values.
+Stores of format version 1 (zarr v2 arrays, no checksums) are still read.
 
 Safety: a store is always built in a hidden temporary sibling directory (``.<name>.mesojax-tmp-<hex>``)
 and renamed onto ``path`` only when complete, so a crash or a failed write never leaves a half-written
@@ -58,13 +62,20 @@ from mesojax.data.connectome import Connectome
 from mesojax.data.recording import Recording
 
 PathLike = str | os.PathLike
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: zarr v3 arrays with checksummed chunks; 1: zarr v2 (read only)
+READABLE_VERSIONS = (1, 2)
 META_FILE = "meta.json"
 CONNECTOME_FORMAT = "mesojax.connectome"
 RECORDING_FORMAT = "mesojax.recording"
 VOLUME_FORMAT = "mesojax.volume"
 
-_COMPRESSOR = {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1}
+# Applied in order when writing: raw little-endian bytes, blosc (lz4 + byte shuffle), then a CRC32C
+# checksum of the compressed chunk, verified on every read.
+_CODECS = [
+    {"name": "bytes", "configuration": {"endian": "little"}},
+    {"name": "blosc", "configuration": {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"}},
+    {"name": "crc32c"},
+]
 _TMP_TAG = ".mesojax-tmp-"
 _CHUNK_BYTES = 4 << 20  # target uncompressed chunk size: big enough for fast IO, small enough for windows
 _EXTRACT_BYTES = 64 << 20  # default volume bytes read per time chunk in extract_point_sources
@@ -192,9 +203,10 @@ def _read_meta(path: pathlib.Path, expected_format: str) -> dict:
     fmt = meta.get("format")
     if fmt != expected_format:
         raise V.ValidationError(src, "format", None, f"is {fmt!r}, expected {expected_format!r}")
-    if meta.get("version") != FORMAT_VERSION:
+    if meta.get("version") not in READABLE_VERSIONS:
         raise V.ValidationError(
-            src, "version", None, f"unsupported format version {meta.get('version')!r} (this is {FORMAT_VERSION})"
+            src, "version", None,
+            f"unsupported format version {meta.get('version')!r} (this mesojax reads {list(READABLE_VERSIONS)})"
         )
     return meta
 
@@ -229,8 +241,14 @@ def _short(err: BaseException) -> str:
     return text if len(text) <= 300 else text[:300] + "..."
 
 
+def _is_zarr(path: pathlib.Path) -> bool:
+    return (path / "zarr.json").is_file() or (path / ".zarray").is_file()
+
+
 def _zarr_spec(path: pathlib.Path) -> dict:
-    return {"driver": "zarr", "kvstore": {"driver": "file", "path": str(path)}}
+    """The tensorstore spec of an existing array: zarr v3 (``zarr.json``) or v2 (``.zarray``)."""
+    driver = "zarr3" if (path / "zarr.json").is_file() else "zarr"
+    return {"driver": driver, "kvstore": {"driver": "file", "path": str(path)}}
 
 
 def _default_chunks(shape: Sequence[int], itemsize: int) -> list[int]:
@@ -241,19 +259,22 @@ def _default_chunks(shape: Sequence[int], itemsize: int) -> list[int]:
 
 
 def _create_array(path: pathlib.Path, shape: Sequence[int], dtype: Any, chunks: Sequence[int] | None = None):
-    """A new zarr array at `path`; floats are NaN where never written, integers 0."""
+    """A new zarr v3 array at `path` with checksummed chunks; floats are NaN where never written, integers 0."""
     dtype = np.dtype(dtype)
     chunks = list(chunks) if chunks is not None else _default_chunks(shape, dtype.itemsize)
     chunks = [max(1, min(int(c), max(int(s), 1))) for c, s in zip(chunks, shape)]
+    codecs = [dict(c) for c in _CODECS]
+    codecs[1] = {"name": "blosc", "configuration": dict(_CODECS[1]["configuration"], typesize=dtype.itemsize)}
     metadata = {
         "shape": [int(s) for s in shape],
-        "chunks": chunks,
-        "dtype": dtype.str,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunks}},
+        "data_type": dtype.name,
         "fill_value": "NaN" if dtype.kind == "f" else 0,
-        "compressor": _COMPRESSOR,
+        "codecs": codecs,
     }
     # Store every chunk, even one equal to the fill value, so that a missing chunk file means corruption.
-    spec = dict(_zarr_spec(path), metadata=metadata, store_data_equal_to_fill_value=True)
+    spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}, "metadata": metadata,
+            "store_data_equal_to_fill_value": True}
     return ts.open(spec, create=True).result()
 
 
@@ -280,13 +301,42 @@ def _first_bad_row(store, t0: int, t1: int) -> int | None:
     return None
 
 
+def _chunk_name(store, row: int) -> str:
+    """The file (relative to the array) of the first chunk holding `row`, in the store's own layout."""
+    index = [row // _chunk_rows(store)] + [0] * (store.rank - 1)
+    if store.spec().to_json().get("driver") == "zarr3":
+        return "c/" + "/".join(map(str, index))
+    return ".".join(map(str, index))
+
+
 def _read(store, key: tuple, *, source: str, field: str, rows: tuple[int, int]) -> np.ndarray:
-    """``store[key]`` as numpy; a read failure becomes a ValidationError naming the first bad row."""
+    """``store[key]`` as numpy; a read failure becomes a ValidationError naming the chunk and first bad row."""
     try:
         return store[key].read().result()
     except ValueError as err:
         row = _first_bad_row(store, *rows) if store.rank else None
-        raise V.ValidationError(source, field, row, f"corrupt or unreadable data: {_short(err)}") from None
+        where = f" in chunk file {_chunk_name(store, row)}" if row is not None else ""
+        raise V.ValidationError(source, field, row, f"corrupt or unreadable data{where} (checksum or "
+                                f"decompression failed): {_short(err)}") from None
+
+
+def _chunk_files(folder: pathlib.Path, rank: int) -> Iterator[tuple[int, ...]]:
+    """Chunk indices present in a zarr array folder: v3 ``c/i/j`` files or v2 ``i.j`` files."""
+    if (folder / "zarr.json").is_file():
+        base = folder / "c"
+        if not base.is_dir():
+            return
+        for dirpath, _, files in os.walk(base):
+            rel = pathlib.Path(dirpath).relative_to(base).parts
+            for f in files:
+                parts = (*rel, f)
+                if len(parts) == rank and all(p.isdigit() for p in parts):
+                    yield tuple(int(p) for p in parts)
+        return
+    for entry in os.listdir(folder):
+        parts = entry.split(".")
+        if len(parts) == rank and all(p.isdigit() for p in parts):
+            yield tuple(int(p) for p in parts)
 
 
 def _check_chunk_files(root: pathlib.Path, name: str, store, source: str) -> None:
@@ -297,17 +347,16 @@ def _check_chunk_files(root: pathlib.Path, name: str, store, source: str) -> Non
     chunks = tuple(store.chunk_layout.read_chunk.shape)
     grid = tuple(-(-s // c) for s, c in zip(shape, chunks))
     present = np.zeros(grid, bool)
-    for entry in os.listdir(root / name):
-        parts = entry.split(".")
-        if len(parts) == len(grid) and all(p.isdigit() for p in parts):
-            idx = tuple(int(p) for p in parts)
-            if all(i < g for i, g in zip(idx, grid)):
-                present[idx] = True
+    for idx in _chunk_files(root / name, len(grid)):
+        if all(i < g for i, g in zip(idx, grid)):
+            present[idx] = True
     if not present.all():
         first = np.argwhere(~present)[0]
+        v3 = (root / name / "zarr.json").is_file()
+        file = ("c/" + "/".join(map(str, first))) if v3 else ".".join(map(str, first))
         raise V.ValidationError(
             source, name, int(first[0]) * chunks[0],
-            f"chunk file {'.'.join(map(str, first))} is missing (store truncated or partially copied)",
+            f"chunk file {file} is missing (store truncated or partially copied)",
         )
 
 
@@ -1046,7 +1095,7 @@ def open_volume(
     voxel_size_um: float | Sequence[float] | None = None,
     origin_um: Sequence[float] | None = None,
 ) -> Volume:
-    """Open a volume written by :func:`create_volume`, or any zarr v2 array ``[T, Z, Y, X]`` at `path`.
+    """Open a volume written by :func:`create_volume`, or any zarr (v2 or v3) array ``[T, Z, Y, X]`` at `path`.
 
     For a plain zarr array `voxel_size_um` (x, y, z) is required and `origin_um` defaults to zero; for a
     mesojax volume store they come from its metadata and, if given, must agree with it.
@@ -1066,8 +1115,8 @@ def open_volume(
         timestamps = (_read_all(path, "timestamps", source=src, shape=(shape[0],), dtype=np.float64)
                       if _meta_get(meta, "has_timestamps", src, bool) else None)
     else:
-        if not (path / ".zarray").is_file():
-            raise V.ValidationError(src, "path", None, f"neither a mesojax volume ({META_FILE}) nor a zarr v2 array")
+        if not _is_zarr(path):
+            raise V.ValidationError(src, "path", None, f"neither a mesojax volume ({META_FILE}) nor a zarr array")
         try:
             store = ts.open(_zarr_spec(path), open=True, read=True).result()
         except ValueError as err:
