@@ -247,3 +247,34 @@ def test_stores_of_format_version_1_are_still_read(tmp_path):
     (path / "meta.json").write_text(json.dumps(dict(meta, version=1)))
     back = storage.open_recording(path)
     np.testing.assert_array_equal(back.window(0, 64).traces, rec.traces)
+
+
+# 5. Damaged C. elegans HDF5 files: one error naming the file (and the dataset when one is at fault).
+def _copy_animal(celegans_dir, tmp_path):
+    uid = celegans.list_animals(celegans_dir)[0]
+    src = celegans_dir / "recordings" / f"{uid}-data.h5"
+    dst = tmp_path / f"{uid}-data.h5"
+    shutil.copy(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_damaged_celegans_hdf5_names_the_file(celegans_dir, tmp_path, damage):
+    path = _copy_animal(celegans_dir, tmp_path)
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x89HDF\r\n" + bytes(500),
+                      "empty": b""}[damage])
+    with pytest.raises(V.ValidationError) as info:
+        celegans.load_recording(path)
+    assert info.value.source == str(path) and str(path) in str(info.value)
+    assert "HDF5" in str(info.value) or "unreadable dataset" in str(info.value)
+
+
+def test_a_celegans_file_missing_a_dataset_names_it(celegans_dir, tmp_path):
+    import h5py
+
+    path = _copy_animal(celegans_dir, tmp_path)
+    with h5py.File(path, "a") as f:
+        del f["timing/timestamp_confocal"]
+    with pytest.raises(V.ValidationError, match=r"field 'timing/timestamp_confocal': missing dataset"):
+        celegans.load_recording(path)

@@ -323,15 +323,37 @@ def load_labels(labels_csv: PathLike, uid: str) -> dict[str, np.ndarray]:
     return {"col": col, "label": label, "confidence": confidence, "row": rows}
 
 
+_H5_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError)  # what h5py raises on a damaged file
+
+
 def _read(f: h5py.File, source: str, name: str, t: int | None = None) -> np.ndarray:
-    """A numeric dataset, checked to exist, to be numeric and (when `t` is given) to have T rows."""
-    if name not in f or not isinstance(f[name], h5py.Dataset):
-        raise V.ValidationError(source, name, None, "missing dataset")
-    value = f[name][()]
+    """A numeric dataset, checked to exist, to be numeric and (when `t` is given) to have T rows.
+
+    A dataset that h5py cannot read (a damaged or truncated file) is a ValidationError naming it.
+    """
+    try:
+        node = f.get(name)
+        if not isinstance(node, h5py.Dataset):
+            raise V.ValidationError(source, name, None, "missing dataset")
+        value = node[()]
+    except V.ValidationError:
+        raise
+    except _H5_ERRORS as err:
+        raise V.ValidationError(source, name, None, f"unreadable dataset (damaged or truncated file?): "
+                                f"{type(err).__name__}: {' '.join(str(err).split())[:200]}") from None
     V.check_numeric(source, name, value)
     if t is not None and (value.ndim == 0 or value.shape[0] != t):
         raise V.ValidationError(source, name, None, f"shape {list(np.shape(value))} does not have T={t} rows")
     return value
+
+
+def _open_h5(path: PathLike) -> h5py.File:
+    """Open an HDF5 file for reading; a missing, unreadable or damaged file is a ValidationError naming it."""
+    try:
+        return h5py.File(path, "r")
+    except _H5_ERRORS as err:
+        raise V.ValidationError(str(path), "file", None, f"cannot open as HDF5 (missing, unreadable or damaged): "
+                                f"{type(err).__name__}: {' '.join(str(err).split())[:200]}") from None
 
 
 def load_recording(
@@ -373,7 +395,7 @@ def load_recording(
         raise V.ValidationError(source, "trace", None, f"unknown trace {trace!r}; use one of {TRACES}")
     if uid is None:
         uid = pathlib.Path(h5_path).name.removesuffix(".h5").removesuffix("-data")
-    with h5py.File(h5_path, "r") as f:
+    with _open_h5(h5_path) as f:
         traces = _read(f, source, f"gcamp/{trace}")
         V.check_shape(source, f"gcamp/{trace}", traces, (None, None))
         t, n = traces.shape
