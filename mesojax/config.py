@@ -37,6 +37,9 @@ def base_config() -> ml_collections.ConfigDict:
         calcium_noise=ml_collections.FieldReference(None, field_type=float),
     ))
     c.data.split = (0.7, 0.1, 0.2)  # train / val / test fractions of time
+    # Trace samples beyond median ± extreme · (1-99 % half-range) of their neuron read as missing and are
+    # reported (data_report.txt); 0 keeps every sample (mesojax.data.windows.fit_normalizer).
+    c.data.extreme = 50.0
 
     c.grid = ml_collections.ConfigDict()
     c.grid.diameter_um = 30.0

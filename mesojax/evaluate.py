@@ -27,15 +27,17 @@ import numpy as np
 import scipy.sparse
 
 from mesojax import assign, baselines, basis, losses, metrics, model, optim, progress, readout
+from mesojax.data import windows
 
 MODEL_KEYS = ("model", "model_hard")
 """Forecast entries of the fitted model: soft architecture at the final temperature, and discretised."""
 
 
 def normalised_traces(exp: Any, segment: str) -> np.ndarray:
-    """The recording's traces over a time segment, z-scored with the training statistics (NaN kept)."""
+    """The recording's traces over a time segment, z-scored with the training statistics (NaN kept;
+    extreme samples, :class:`mesojax.data.windows.Normalizer`, read as NaN)."""
     t0, t1 = exp.segments[segment]
-    return (np.asarray(exp.recording.traces[t0:t1], np.float32) - exp.norm.mean) / exp.norm.std
+    return windows.apply(exp.norm, exp.recording.traces[t0:t1])
 
 
 def final_temperatures(config: ml_collections.ConfigDict) -> model.Temperatures:

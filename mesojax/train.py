@@ -32,6 +32,7 @@ from mesojax import (assign, basis, checkpoint, evaluate, features, losses, mode
 from mesojax import config as config_lib
 from mesojax import workdir as workdir_lib
 from mesojax.data import Connectome, Recording, celegans, synthetic, union, windows
+from mesojax.data.tables import LoadReport
 from mesojax.data import validation as V
 
 # ----------------------------------------------------------------------------------------------- setup
@@ -219,6 +220,22 @@ def load_data(cfg: ml_collections.ConfigDict) -> Data:
     raise ValueError(f"data config: field 'source' = {cfg.source!r} is not one of {SOURCES}")
 
 
+def extreme_report(recording: Recording, norm: windows.Normalizer, segment: tuple[int, int]) -> LoadReport | None:
+    """A :class:`mesojax.data.tables.LoadReport` naming the neurons with extreme training samples (read
+    as missing, :func:`mesojax.data.windows.fit_normalizer`), or None when there are none."""
+    if norm.n_extreme is None or not norm.n_extreme.any():
+        return None
+    cols = np.flatnonzero(norm.n_extreme)
+    ids = recording.neuron_ids
+    name = (lambda j: f"column {j}") if ids is None else (lambda j: f"{ids[j]!s} (column {j})")  # noqa: E731
+    lines = [f"{name(j)}: {int(norm.n_extreme[j])} sample(s) outside [{norm.lo[j]:.4g}, {norm.hi[j]:.4g}], "
+             f"first at frame {int(norm.first_extreme[j])}" for j in cols[:20]]
+    more = [f"... and {len(cols) - 20} more neurons"] if len(cols) > 20 else []
+    note = (f"{int(norm.n_extreme.sum())} extreme trace sample(s) in the training segment {segment} read as missing "
+            "and left out of the normalisation (data.extreme; 0 keeps them): " + "; ".join(lines + more))
+    return LoadReport(recording.source, (note,), {"extreme_samples": tuple(int(j) for j in cols)})
+
+
 def _location_groups(tables: spatial.SpatialTables, neuron_group: np.ndarray) -> np.ndarray:
     """The group of every location: that of its members (a union's spheres never mix groups)."""
     first = np.where(tables.member_mask.any(1), neuron_group[tables.members[:, 0]], 0)
@@ -240,7 +257,12 @@ def prepare(config: ml_collections.ConfigDict, mesh: Mesh, timings: progress.Tim
         connectome, recording = data.connectome, data.recording
         segments = windows.split_time(recording.n_timesteps, tuple(config.data.split))
         check_lengths(config, recording, segments)
-        norm = windows.fit_normalizer(recording, segments["train"])
+        norm = windows.fit_normalizer(recording, segments["train"], extreme=config.data.get("extreme", 50.0))
+        reports = dict(data.reports or {})
+        extreme = extreme_report(recording, norm, segments["train"])
+        if extreme is not None:
+            logging.warning("%s", extreme)
+            reports["normalisation"] = extreme
     logging.info("circuit: %d neurons, %d synapses, %d frames", connectome.n_neurons, len(connectome.pre),
                  recording.n_timesteps)
     grid_spec = spatial.GridSpec(
@@ -281,7 +303,7 @@ def prepare(config: ml_collections.ConfigDict, mesh: Mesh, timings: progress.Tim
         basis_kwargs=dict(mc.basis), interface_kwargs=dict(mc.interface), assign_kwargs=dict(mc.assign),
     )
     return Experiment(connectome, recording, data.truth, segments, norm, grid, tables, names, spec, inputs,
-                      data.group_names, data.neuron_group, data.behaviour_group, data.reports or {})
+                      data.group_names, data.neuron_group, data.behaviour_group, reports)
 
 
 # ----------------------------------------------------------------------------------------------- state

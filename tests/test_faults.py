@@ -4,6 +4,7 @@ Every test here reproduces a defect found by probing mesojax as a new user would
 section "Failures and recovery".
 """
 
+import dataclasses
 import multiprocessing
 import os
 import pathlib
@@ -278,3 +279,41 @@ def test_a_celegans_file_missing_a_dataset_names_it(celegans_dir, tmp_path):
         del f["timing/timestamp_confocal"]
     with pytest.raises(V.ValidationError, match=r"field 'timing/timestamp_confocal': missing dataset"):
         celegans.load_recording(path)
+
+
+# 6. One extreme sample neither sets its neuron's scale nor passes unreported.
+def test_an_extreme_sample_is_left_out_of_the_normalisation_and_read_as_missing():
+    from mesojax.data import windows
+
+    rng = np.random.default_rng(0)
+    traces = (0.32 * rng.normal(size=(400, 4))).astype(np.float32)
+    clean = windows.fit_normalizer(Recording(traces.copy(), np.arange(400.0), neuron_ids=np.arange(4)), (0, 300))
+    traces[123, 2] = 1e6
+    rec = Recording(traces, np.arange(400.0), neuron_ids=np.arange(4))
+    norm = windows.fit_normalizer(rec, (0, 300))
+    assert norm.n_extreme.tolist() == [0, 0, 1, 0] and norm.first_extreme[2] == 123
+    assert norm.std[2] == pytest.approx(clean.std[2], rel=0.01)  # was 68,842 with the glitch counted
+    z = windows.apply(norm, traces)
+    assert np.isnan(z[123, 2]) and np.isfinite(np.delete(z.reshape(-1), 123 * 4 + 2)).all()
+    batch = windows.window(rec, norm, 120, 8)
+    assert batch.x_mask[0, 3, 2] == 0 and batch.x[0, 3, 2] == 0  # masked like a missing sample
+    kept = windows.fit_normalizer(rec, (0, 300), extreme=0)
+    assert kept.lo is None and kept.std[2] > 1e4  # the opt-out keeps every sample
+
+
+def test_extreme_samples_are_reported_by_prepare(monkeypatch, caplog):
+    real = train.load_data
+
+    def glitched(cfg):
+        data = real(cfg)
+        traces = np.array(data.recording.traces)
+        traces[17, 5] = 1e6
+        return data._replace(recording=dataclasses.replace(data.recording, traces=traces))
+
+    monkeypatch.setattr(train, "load_data", glitched)
+    with caplog.at_level("WARNING"):
+        exp = train.prepare(tiny(), train.make_mesh(1))
+    report = exp.reports["normalisation"]
+    assert report.excluded["extreme_samples"] == (5,)
+    assert "1 extreme trace sample(s)" in str(report) and "(column 5): 1 sample(s)" in str(report)
+    assert "first at frame 17" in str(report) and "extreme trace sample" in caplog.text

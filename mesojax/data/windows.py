@@ -21,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -30,12 +32,30 @@ from mesojax.data.recording import Recording
 
 
 class Normalizer(NamedTuple):
-    """Per-channel affine normalisation ``(v - mean) / std`` for traces and continuous behaviour."""
+    """Per-channel affine normalisation ``(v - mean) / std`` for traces and continuous behaviour.
+
+    Trace samples outside ``[lo, hi]`` (per neuron, raw units) are extreme (a glitch, a saturated
+    pixel): they are left out of the statistics and read as missing everywhere (:func:`apply`).
+    ``n_extreme`` / ``first_extreme`` count them in the training segment and give the first frame (-1:
+    none), for the load report.
+    """
 
     mean: np.ndarray  # [N]
     std: np.ndarray  # [N]
     beh_mean: np.ndarray  # [Kc]
     beh_std: np.ndarray  # [Kc]
+    lo: np.ndarray | None = None  # [N]; None: no bound
+    hi: np.ndarray | None = None  # [N]
+    n_extreme: np.ndarray | None = None  # [N] int
+    first_extreme: np.ndarray | None = None  # [N] int, absolute frame; -1 where none
+
+
+def apply(norm: Normalizer, traces: np.ndarray) -> np.ndarray:
+    """``(traces - mean) / std`` over ``[T, N]`` raw traces, extreme samples (outside ``[lo, hi]``) as NaN."""
+    traces = np.asarray(traces, np.float32)
+    if norm.lo is not None:
+        traces = np.where((traces < norm.lo) | (traces > norm.hi), np.nan, traces)
+    return (traces - norm.mean) / norm.std
 
 
 class Batch(NamedTuple):
@@ -79,13 +99,28 @@ def _finite_rows(values: np.ndarray, source: str, field: str, t0: int) -> np.nda
     return values
 
 
-def _moments(read, t0: int, t1: int, source: str, field: str) -> tuple[np.ndarray, np.ndarray]:
-    """NaN-ignoring per-column mean and std over frames ``[t0, t1)``, reading `_STATS_CHUNK` frames at a time."""
+# Frames read (evenly spaced) to estimate the quantiles that set the extreme-sample bounds.
+_QUANTILE_FRAMES = 20000
+
+
+def _moments(read, t0: int, t1: int, source: str, field: str, lo: np.ndarray | None = None,
+             hi: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """NaN-ignoring per-column mean and std over frames ``[t0, t1)``, reading `_STATS_CHUNK` frames at a time.
+
+    Samples outside ``[lo, hi]`` are left out and counted. Returns ``(mean, std, n_out, first_out)``.
+    """
     count = total = total_sq = 0.0
+    n_out = first_out = None
     for a in range(t0, t1, _STATS_CHUNK):
         b = min(a + _STATS_CHUNK, t1)
         v = _finite_rows(np.asarray(read(a, b), np.float64), source, field, a)
         seen = np.isfinite(v)
+        if lo is not None:
+            out = seen & ((v < lo) | (v > hi))
+            rows = np.where(out.any(0), a + np.argmax(out, 0), -1)
+            n_out = out.sum(0) if n_out is None else n_out + out.sum(0)
+            first_out = rows if first_out is None else np.where(first_out >= 0, first_out, rows)
+            seen &= ~out
         v = np.where(seen, v, 0.0)
         count, total, total_sq = count + seen.sum(0), total + v.sum(0), total_sq + (v * v).sum(0)
     count = np.asarray(count)
@@ -94,30 +129,63 @@ def _moments(read, t0: int, t1: int, source: str, field: str) -> tuple[np.ndarra
         raise V.ValidationError(source, field, col, "fewer than 2 observed samples in the training segment")
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-    return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+    return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32), n_out, first_out
 
 
-def fit_normalizer(recording: Recording, segment: tuple[int, int]) -> Normalizer:
+def extreme_bounds(read, t0: int, t1: int, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column bounds ``median ± factor · max(q99 - median, median - q1)`` from frames ``[t0, t1)``.
+
+    The 1st and 99th percentiles ignore a few glitches (under 1 % of frames), so a single 1e6 sample
+    cannot widen its own bound; a column whose 1-99 % range is zero gets no bound. Quantiles are taken
+    on at most `_QUANTILE_FRAMES` evenly spaced frames.
+    """
+    frames = np.unique(np.linspace(t0, t1 - 1, min(t1 - t0, _QUANTILE_FRAMES)).astype(int))
+    rows = np.concatenate([np.asarray(read(a, b), np.float64)[frames[(frames >= a) & (frames < b)] - a]
+                           for a, b in ((a, min(a + _STATS_CHUNK, t1)) for a in range(t0, t1, _STATS_CHUNK))])
+    rows = np.where(np.isfinite(rows), rows, np.nan)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: caught by the moments' check
+        q1, med, q99 = np.nanpercentile(rows, [1, 50, 99], axis=0)
+    scale = np.maximum(q99 - med, med - q1)
+    ok = np.isfinite(scale) & (scale > 0)
+    lo = np.where(ok, med - factor * scale, -np.inf).astype(np.float64)
+    hi = np.where(ok, med + factor * scale, np.inf).astype(np.float64)
+    return lo, hi
+
+
+def fit_normalizer(recording: Recording, segment: tuple[int, int], extreme: float | None = 50.0) -> Normalizer:
     """Per-neuron (and per-behaviour) mean and std over `segment`, ignoring NaN, in time chunks.
+
+    With `extreme`, trace samples beyond :func:`extreme_bounds` (``factor = extreme``) are left out of the
+    statistics and read as missing (:func:`apply`); one 1e6 glitch would otherwise set its neuron's std
+    and flatten it for the whole run. ``None`` or 0 keeps every sample.
 
     Raises:
       ValidationError: naming the column (in ``row``) of a neuron with < 2 observed training samples, or
         the frame of an infinite value.
     """
     t0, t1 = segment
-    mean, std = _moments(lambda a, b: recording.traces[a:b], t0, t1, recording.source, "traces")
+    read = lambda a, b: recording.traces[a:b]  # noqa: E731
+    lo = hi = None
+    if extreme:
+        lo, hi = extreme_bounds(read, t0, t1, float(extreme))
+    mean, std, n_out, first_out = _moments(read, t0, t1, recording.source, "traces", lo, hi)
     if recording.behaviour is not None:
-        beh_mean, beh_std = _moments(lambda a, b: recording.behaviour[a:b], t0, t1, recording.source, "behaviour")
+        beh_mean, beh_std, _, _ = _moments(lambda a, b: recording.behaviour[a:b], t0, t1, recording.source,
+                                           "behaviour")
     else:
         beh_mean = beh_std = np.zeros((0,), np.float32)
-    return Normalizer(mean, std, beh_mean, beh_std)
+    if lo is None:
+        return Normalizer(mean, std, beh_mean, beh_std)
+    return Normalizer(mean, std, beh_mean, beh_std, lo.astype(np.float32), hi.astype(np.float32),
+                      np.asarray(n_out, np.int64), np.asarray(first_out, np.int64))
 
 
 def window(recording: Recording, norm: Normalizer, t0: int, length: int) -> Batch:
     """One window ``[t0, t0 + length)`` as a batch of size 1."""
     t1 = t0 + length
     traces = _finite_rows(np.asarray(recording.traces[t0:t1], np.float32), recording.source, "traces", t0)
-    raw = (traces - norm.mean) / norm.std
+    raw = apply(norm, traces)
     x_mask = np.isfinite(raw)
     stim = recording.stimulus[t0:t1] if recording.stimulus is not None else np.zeros((length, 0), np.float32)
     if recording.behaviour is not None:
