@@ -209,8 +209,8 @@ def behaviour_scores(exp: Any, params: model.Params, temps: model.Temperatures,
 
     `train_x` is the normalised training segment (NaN allowed). The model predicts behaviour at t+1
     from the neurons up to t: with ``spec.behaviour_readout == "pooled"`` its ``f*`` readout, with
-    ``"state"`` the closed-form readout of its predicted state ``x̂[t+1]`` (:mod:`mesojax.readout`),
-    fitted here on the training segment's one-step forecasts. The reference ridge (continuous) / LDA
+    ``"state"`` the closed-form readout of the current state and its predicted change ``x̂[t+1] - x[t]``
+    (:mod:`mesojax.readout`), fitted here on the training segment's one-step forecasts. The reference ridge (continuous) / LDA
     (modes) decoder maps ``x[t] -> behaviour[t+1]`` from the same group's neurons, fitted on the
     training segment. Both are scored on the same test frames: R² pooled over targets (``model_r2``,
     ``linear_decoder_r2``) and per target (``targets``), with balanced accuracy for 0/1 targets (the
@@ -235,12 +235,12 @@ def behaviour_scores(exp: Any, params: model.Params, temps: model.Temperatures,
         binary = (np.array([_binary(raw_train[:, k]) for k in range(spec.n_behaviour)])
                   if spec.n_behaviour else None)
         ro = readout.fit(
-            np.asarray(train_outs.x_next),
+            np.asarray(train_outs.x_next), train_x[h - 1:-1],
             (raw_train[h:] - norm.beh_mean) / norm.beh_std if spec.n_behaviour else None,
             columns=[c for c, _ in groups], targets=[k for _, k in groups], binary=binary,
             modes=rec.modes[tr0:tr1][h:] if spec.n_modes else None,
             binary_truth=raw_train[h:] if spec.n_behaviour else None)
-        test_state = np.asarray(outs.x_next)
+        test_state = np.asarray(outs.x_next), x[h - 1:-1]
     if spec.n_behaviour:
         raw_test = np.asarray(rec.behaviour[t0:t1], np.float64)
         beh = (raw_test - norm.beh_mean) / norm.beh_std
@@ -252,8 +252,8 @@ def behaviour_scores(exp: Any, params: model.Params, temps: model.Temperatures,
                 decoded[:, ks] = metrics.decode(dec, x[h - 1:-1, cols])
         labels = {}
         if state:
-            pred = {"model": readout.predict(ro, test_state), "linear_decoder": decoded}
-            labels["model"] = readout.predict_labels(ro, test_state)
+            pred = {"model": readout.predict(ro, *test_state), "linear_decoder": decoded}
+            labels["model"] = readout.predict_labels(ro, *test_state)
         else:
             pred = {"model": np.asarray(outs.behaviour), "linear_decoder": decoded}
         names = list(rec.behaviour_names)
@@ -270,7 +270,7 @@ def behaviour_scores(exp: Any, params: model.Params, temps: model.Temperatures,
         modes = rec.modes[t0:t1][h:]
         known = modes >= 0
         dec = metrics.linear_decoder(train_x[:-1], rec.modes[tr0 + 1:tr1], discrete=True)
-        model_modes = (readout.predict_modes(ro, test_state) if state
+        model_modes = (readout.predict_modes(ro, *test_state) if state
                        else np.asarray(jnp.argmax(outs.mode_logits, -1)))
         for name, pred_modes in (("model", model_modes), ("linear_decoder", metrics.decode(dec, x[h - 1:-1]))):
             result[f"{name}_mode_accuracy"] = metrics.accuracy(modes[known], pred_modes[known])

@@ -63,8 +63,8 @@ class ModelSpec:
         training mean (a drifting recording); the forecast shifts with any constant added to the inputs.
       behaviour_readout: ``"pooled"``: behaviour is the gated per-filter readout ``f*`` (module
         docstring), trained with the rest; ``"state"``: behaviour[t+1] is a linear readout of the
-        predicted neural state ``x̂[t+1]``, fitted in closed form after training on the training segment
-        (:func:`mesojax.evaluate.fit_state_readout`); the in-model readout then reads ``v`` through a
+        current state and the predicted change ``x̂[t+1] - x[t]``, fitted in closed form after training
+        on the training segment (:mod:`mesojax.readout`); the in-model readout then reads ``v`` through a
         stop-gradient, so behaviour cannot change the neural forecasts.
       behaviour_stop_gradient: the ``f*`` readout reads ``v`` through a stop-gradient (behaviour trains
         only the readout's own weights).

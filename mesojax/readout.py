@@ -1,11 +1,16 @@
 """Behaviour read from the predicted neural state, fitted in closed form (``model.behaviour_readout="state"``).
 
-The simulator forecasts ``x̂[t+1]`` from the neurons up to ``t``; this readout maps that forecast to
-behaviour at ``t+1``:
+The simulator forecasts ``x̂[t+1]`` from the neurons up to ``t``; this readout maps the current state
+and that forecast to behaviour at ``t+1``:
 
-    ŷ_k[t+1] = b_k + Σ_(i∈group(k)) W[i,k] x̂_i[t+1]          (ridge, λ chosen on held-out rows)
+    ŷ_k[t+1] = b_k + Σ_(i∈group(k)) A[i,k] x_i[t] + D[i,k] (x̂_i[t+1] - x_i[t])   (ridge, λ on held-out rows)
     reversal-like 0/1 targets:  label_k = [ŷ_k ≥ τ_k],  τ_k maximising balanced accuracy on training rows
-    discrete modes:             LDA on x̂[t+1]
+    discrete modes:             LDA on the same features
+
+The forecast enters as the predicted *change*, so the ridge penalty shrinks the model's contribution
+towards the plain decoder from ``x[t]``: the simulator adds what it knows about where the state is going
+(on the C. elegans cross-validation this beat both the decoder and a readout of ``x̂[t+1]`` alone;
+BENCHMARKS.md).
 
 Each target reads only the neurons of its own circuit (``columns``: a disjoint union's group). A 0/1
 target gets its threshold ``τ`` from the training rows so that both classes count equally (a rare
@@ -14,9 +19,9 @@ readout is fitted after training, on frozen forecasts, so behaviour never moves 
 
 Example::
 
-    ro = fit(x_hat_train, beh_train, columns=[np.arange(n)], targets=[np.arange(k)], binary=is01)
-    y = predict(ro, x_hat_test)                 # [T, K] continuous behaviour (normalised units)
-    labels = predict_labels(ro, x_hat_test)     # [T, K] 0/1 for binary targets (NaN elsewhere)
+    ro = fit(x_hat_train, x_train, beh_train, columns=[np.arange(n)], targets=[np.arange(k)], binary=is01)
+    y = predict(ro, x_hat_test, x_test)               # [T, K] continuous behaviour (normalised units)
+    labels = predict_labels(ro, x_hat_test, x_test)   # [T, K] 0/1 for binary targets (NaN elsewhere)
 """
 
 from __future__ import annotations
@@ -66,13 +71,20 @@ def balanced_threshold(score: np.ndarray, label: np.ndarray) -> float:
     return float(cuts[best[np.argmin(np.abs(cuts[best] - mid))]])
 
 
-def fit(x_hat: np.ndarray, behaviour: np.ndarray | None, *, columns: Sequence[np.ndarray],
+def features(x_hat: np.ndarray, x_now: np.ndarray) -> np.ndarray:
+    """The readout's inputs ``[x[t], x̂[t+1] - x[t]]`` (``[T, 2N]``) from ``x_hat, x_now [T, N]``."""
+    x_hat, x_now = np.asarray(x_hat, np.float64), np.asarray(x_now, np.float64)
+    return np.concatenate([x_now, x_hat - x_now], axis=1)
+
+
+def fit(x_hat: np.ndarray, x_now: np.ndarray, behaviour: np.ndarray | None, *, columns: Sequence[np.ndarray],
         targets: Sequence[np.ndarray], binary: np.ndarray | None = None,
         modes: np.ndarray | None = None, binary_truth: np.ndarray | None = None) -> StateReadout:
     """Fit the readout on training rows.
 
     Args:
       x_hat: ``[T, N]`` predicted state (row ``t`` is the forecast of frame ``t``); NaN allowed.
+      x_now: ``[T, N]`` the observed state one frame earlier (row ``t`` is frame ``t - 1``).
       behaviour: ``[T, K]`` behaviour of the same frames (normalised; NaN missing), or None.
       columns, targets: per group, the neurons it reads and the behaviour targets it predicts.
       binary: ``[K]`` bool, targets that are 0/1 (thresholded for labels).
@@ -82,7 +94,6 @@ def fit(x_hat: np.ndarray, behaviour: np.ndarray | None, *, columns: Sequence[np
     Returns:
       :class:`StateReadout`.
     """
-    x_hat = np.asarray(x_hat, np.float64)
     k = 0 if behaviour is None else behaviour.shape[1]
     decoders = []
     threshold = np.full(k, np.nan)
@@ -92,32 +103,33 @@ def fit(x_hat: np.ndarray, behaviour: np.ndarray | None, *, columns: Sequence[np
         cols, ks = np.asarray(cols), np.asarray(ks)
         if ks.size == 0 or behaviour is None:
             continue
-        dec = metrics.linear_decoder(x_hat[:, cols], behaviour[:, ks])
+        x = features(x_hat[:, cols], x_now[:, cols])
+        dec = metrics.linear_decoder(x, behaviour[:, ks])
         decoders.append((cols, ks, dec))
-        score = metrics.decode(dec, x_hat[:, cols])
+        score = metrics.decode(dec, x)
         for j, kk in enumerate(ks):
             if binary[kk]:
                 threshold[kk] = balanced_threshold(score[:, j], truth01[:, kk])
-    lda = metrics.linear_decoder(x_hat, modes, discrete=True) if modes is not None else None
+    lda = metrics.linear_decoder(features(x_hat, x_now), modes, discrete=True) if modes is not None else None
     return StateReadout(tuple(decoders), threshold, lda, k)
 
 
-def predict(ro: StateReadout, x_hat: np.ndarray) -> np.ndarray:
-    """Continuous behaviour ``[T, K]`` from the predicted state ``x_hat [T, N]`` (NaN where no group reads it)."""
+def predict(ro: StateReadout, x_hat: np.ndarray, x_now: np.ndarray) -> np.ndarray:
+    """Continuous behaviour ``[T, K]`` from ``x_hat, x_now [T, N]`` (:func:`fit`); NaN where no group reads it."""
     out = np.full((len(x_hat), ro.n_targets), np.nan)
     for cols, ks, dec in ro.decoders:
-        out[:, ks] = metrics.decode(dec, np.asarray(x_hat, np.float64)[:, cols])
+        out[:, ks] = metrics.decode(dec, features(x_hat[:, cols], x_now[:, cols]))
     return out
 
 
-def predict_labels(ro: StateReadout, x_hat: np.ndarray) -> np.ndarray:
+def predict_labels(ro: StateReadout, x_hat: np.ndarray, x_now: np.ndarray) -> np.ndarray:
     """0/1 labels ``[T, K]`` of binary targets (``ŷ ≥ τ``); NaN for continuous targets."""
-    y = predict(ro, x_hat)
+    y = predict(ro, x_hat, x_now)
     return np.where(np.isfinite(ro.threshold), (y >= ro.threshold).astype(float), np.nan)
 
 
-def predict_modes(ro: StateReadout, x_hat: np.ndarray) -> np.ndarray:
-    """Mode labels ``[T]`` from the predicted state."""
+def predict_modes(ro: StateReadout, x_hat: np.ndarray, x_now: np.ndarray) -> np.ndarray:
+    """Mode labels ``[T]`` from ``x_hat, x_now [T, N]``."""
     if ro.modes is None:
         raise ValueError("readout.predict_modes: the readout was fitted without modes")
-    return metrics.decode(ro.modes, np.asarray(x_hat, np.float64))
+    return metrics.decode(ro.modes, features(x_hat, x_now))

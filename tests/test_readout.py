@@ -28,16 +28,23 @@ def test_fit_reads_each_group_from_its_own_neurons():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 6))
     y = np.stack([x[:, 0] - 2 * x[:, 1], x[:, 4] + 0.5 * x[:, 5]], 1) + 0.01 * rng.normal(size=(300, 2))
-    ro = readout.fit(x, y, columns=[np.arange(3), np.arange(3, 6)], targets=[np.array([0]), np.array([1])])
-    pred = readout.predict(ro, x)
-    assert metrics.r2_score(y, pred) > 0.99
+    now = x + 0.1 * rng.normal(size=x.shape)  # the forecast x̂ differs from the current state
+    ro = readout.fit(x, now, y, columns=[np.arange(3), np.arange(3, 6)], targets=[np.array([0]), np.array([1])])
+    pred = readout.predict(ro, x, now)
+    assert metrics.r2_score(y, pred) > 0.99  # read through x[t] + (x̂ - x[t])
     # Target 0 reads neurons 0-2 only: moving neurons 3-5 leaves it unchanged.
-    moved = x.copy()
+    moved, moved_now = x.copy(), now.copy()
     moved[:, 3:] += 10.0
-    np.testing.assert_allclose(readout.predict(ro, moved)[:, 0], pred[:, 0])
-    assert np.isnan(readout.predict_labels(ro, x)).all()  # no 0/1 target
+    moved_now[:, 3:] -= 10.0
+    np.testing.assert_allclose(readout.predict(ro, moved, moved_now)[:, 0], pred[:, 0])
+    assert np.isnan(readout.predict_labels(ro, x, now)).all()  # no 0/1 target
     with pytest.raises(ValueError, match="without modes"):
-        readout.predict_modes(ro, x)
+        readout.predict_modes(ro, x, now)
+
+
+def test_features_are_the_state_and_its_predicted_change():
+    x_hat, now = np.array([[1.0, 2.0]]), np.array([[0.5, 3.0]])
+    np.testing.assert_array_equal(readout.features(x_hat, now), [[0.5, 3.0, 0.5, -1.0]])
 
 
 def test_binary_target_labels_and_modes():
@@ -47,9 +54,9 @@ def test_binary_target_labels_and_modes():
     beh = np.stack([rev, x[:, 1]], 1)
     z = (beh - beh.mean(0)) / beh.std(0)
     modes = (x[:, 2] > 0).astype(int)
-    ro = readout.fit(x, z, columns=[np.arange(4)], targets=[np.arange(2)], binary=np.array([True, False]),
+    ro = readout.fit(x, x, z, columns=[np.arange(4)], targets=[np.arange(2)], binary=np.array([True, False]),
                      modes=modes, binary_truth=beh)
-    labels = readout.predict_labels(ro, x)
+    labels = readout.predict_labels(ro, x, x)
     assert np.isnan(labels[:, 1]).all()
     assert metrics.balanced_accuracy(rev.astype(int), labels[:, 0].astype(int)) > 0.85
-    assert metrics.accuracy(modes, readout.predict_modes(ro, x)) > 0.9
+    assert metrics.accuracy(modes, readout.predict_modes(ro, x, x)) > 0.9

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from mesojax import config, losses, metrics, train
+from mesojax import config, losses, metrics, readout, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -184,8 +184,8 @@ def test_script_runs_and_rejects_unknown_overrides(tmp_path):
 
 
 def test_state_readout_of_a_no_change_model_is_the_decoder_on_the_same_frames():
-    """``behaviour_readout="state"`` reads x̂[t+1]; a model predicting no change has x̂[t+1] = x[t], so its
-    behaviour scores are those of the ridge/LDA decoder fitted on the same frames."""
+    """``behaviour_readout="state"`` reads [x[t], x̂[t+1] - x[t]]; a model predicting no change has
+    x̂[t+1] = x[t], so its behaviour scores are those of a ridge/LDA decoder of x[t] on the same frames."""
     import dataclasses
 
     cfg = short(1, **{"model.behaviour_readout": "state"})
@@ -204,13 +204,14 @@ def test_state_readout_of_a_no_change_model_is_the_decoder_on_the_same_frames():
     (t0, t1), (tr0, tr1) = exp.segments["test"], exp.segments["train"]
     x_tr, x_te = np.nan_to_num(train_x), np.nan_to_num(ev.normalised_traces(exp, "test"))
     z = lambda b: (b - norm.beh_mean) / norm.beh_std  # noqa: E731
-    dec = metrics.linear_decoder(x_tr[h - 1:-1], z(rec.behaviour[tr0:tr1])[h:])
+    f_tr, f_te = (readout.features(x[h - 1:-1], x[h - 1:-1]) for x in (x_tr, x_te))
+    dec = metrics.linear_decoder(f_tr, z(rec.behaviour[tr0:tr1])[h:])
     truth = z(rec.behaviour[t0:t1])[h:]
-    np.testing.assert_allclose(got["model_r2"], metrics.r2_score(truth, metrics.decode(dec, x_te[h - 1:-1])),
+    np.testing.assert_allclose(got["model_r2"], metrics.r2_score(truth, metrics.decode(dec, f_te)),
                                rtol=1e-4, atol=1e-5)
-    lda = metrics.linear_decoder(x_tr[h - 1:-1], rec.modes[tr0:tr1][h:], discrete=True)
+    lda = metrics.linear_decoder(f_tr, rec.modes[tr0:tr1][h:], discrete=True)
     modes = rec.modes[t0:t1][h:]
-    expected = metrics.balanced_accuracy(modes, metrics.decode(lda, x_te[h - 1:-1]))
+    expected = metrics.balanced_accuracy(modes, metrics.decode(lda, f_te))
     assert got["model_mode_balanced_accuracy"] == pytest.approx(expected, abs=1e-6)
     # The pooled readout reads the same model differently, so the switch is what changed the scores.
     pooled = ev.behaviour_scores(dataclasses.replace(exp, spec=dataclasses.replace(exp.spec, behaviour_readout="pooled")),
