@@ -1,21 +1,22 @@
 """Behaviour read from the predicted neural state, fitted in closed form (``model.behaviour_readout="state"``).
 
-The simulator forecasts ``x̂[t+1]`` from the neurons up to ``t``; this readout maps the current state
-and that forecast to behaviour at ``t+1``:
+The simulator forecasts ``x̂[t+1]`` from the neurons up to ``t``. This readout is the reference decoder
+of the current state plus a correction from the model's predicted change, kept per target only where it
+helps on held-out training rows:
 
-    ŷ_k[t+1] = b_k + Σ_(i∈group(k)) A[i,k] x_i[t] + D[i,k] (x̂_i[t+1] - x_i[t])   (ridge, λ on held-out rows)
+    ŷ_k[t+1] = b_k + Σ_(i∈group(k)) A[i,k] x_i[t]  +  c_k · Σ_i D[i,k] (x̂_i[t+1] - x_i[t])
+    A: ridge on x[t] (λ on held-out rows; the decoder);  D: ridge on the residual (λ likewise)
+    c_k ∈ {0, 1}: 1 where the correction lowers the error on the last 20 % of the training rows
     reversal-like 0/1 targets:  label_k = [ŷ_k ≥ τ_k],  τ_k maximising balanced accuracy on training rows
-    discrete modes:             LDA on the same features
+    discrete modes:             LDA on [x[t], x̂[t+1] - x[t]] or on x[t], whichever is more accurate
+                                (balanced) on the held-out training rows
 
-The forecast enters as the predicted *change*, so the ridge penalty shrinks the model's contribution
-towards the plain decoder from ``x[t]``: the simulator adds what it knows about where the state is going
-(on the C. elegans cross-validation this beat both the decoder and a readout of ``x̂[t+1]`` alone;
-BENCHMARKS.md).
-
-Each target reads only the neurons of its own circuit (``columns``: a disjoint union's group). A 0/1
-target gets its threshold ``τ`` from the training rows so that both classes count equally (a rare
-reversal is not thresholded away at 0.5; two-class LDA with equal priors gives the same rule). The
-readout is fitted after training, on frozen forecasts, so behaviour never moves the neural model.
+Each target reads only the neurons of its own circuit (``columns``: a disjoint union's group). The
+model's contribution enters stagewise, so it is used only where it adds to what the current state
+already tells (on the C. elegans cross-validation it does, on a stationary phantom barely;
+BENCHMARKS.md). A 0/1 target gets its threshold ``τ`` from the training rows so that both classes count
+equally (a rare reversal is not thresholded away at 0.5). The readout is fitted after training, on
+frozen forecasts, so behaviour never moves the neural model.
 
 Example::
 
@@ -33,20 +34,42 @@ import numpy as np
 from mesojax import metrics
 
 
-class StateReadout(NamedTuple):
-    """A fitted readout: one ridge decoder per group, thresholds of 0/1 targets, an optional mode LDA.
+VAL_FRACTION = 0.2
+"""Share of the training rows (the last ones) that decides where the model's correction is kept."""
+
+
+class GroupReadout(NamedTuple):
+    """One circuit's readout: ``ŷ[:, targets] = base(x[t]) + keep · correction(x̂ - x[t])``.
 
     Attributes:
-      decoders: per group, ``(columns [n_g], targets [k_g], RidgeDecoder)``.
+      columns: ``[n_g]`` neurons read; targets: ``[k_g]`` behaviour targets predicted.
+      base: ridge decoder of ``x[t]``; correction: ridge decoder of ``x̂[t+1] - x[t]`` (None: unused).
+      keep: ``[k_g]`` bool, targets that use the correction.
+    """
+
+    columns: np.ndarray
+    targets: np.ndarray
+    base: metrics.RidgeDecoder
+    correction: metrics.RidgeDecoder | None
+    keep: np.ndarray
+
+
+class StateReadout(NamedTuple):
+    """A fitted readout: one :class:`GroupReadout` per circuit, thresholds of 0/1 targets, a mode LDA.
+
+    Attributes:
+      groups: per circuit, a :class:`GroupReadout`.
       threshold: ``[K]`` decision threshold (in the units of the fitted targets) of each 0/1 target;
         NaN for continuous targets.
       modes: :class:`mesojax.metrics.LDADecoder` of discrete modes, or None.
+      modes_use_forecast: whether the mode LDA reads ``[x[t], x̂ - x[t]]`` (else ``x[t]``).
       n_targets: K.
     """
 
-    decoders: tuple
+    groups: tuple
     threshold: np.ndarray
     modes: object
+    modes_use_forecast: bool
     n_targets: int
 
 
@@ -72,9 +95,24 @@ def balanced_threshold(score: np.ndarray, label: np.ndarray) -> float:
 
 
 def features(x_hat: np.ndarray, x_now: np.ndarray) -> np.ndarray:
-    """The readout's inputs ``[x[t], x̂[t+1] - x[t]]`` (``[T, 2N]``) from ``x_hat, x_now [T, N]``."""
+    """The mode LDA's inputs ``[x[t], x̂[t+1] - x[t]]`` (``[T, 2N]``) from ``x_hat, x_now [T, N]``."""
     x_hat, x_now = np.asarray(x_hat, np.float64), np.asarray(x_now, np.float64)
     return np.concatenate([x_now, x_hat - x_now], axis=1)
+
+
+def _stagewise(x_now: np.ndarray, change: np.ndarray, y: np.ndarray) -> tuple:
+    """Decoder of `x_now`, plus a ridge correction from `change` kept per target where it helps on held-out rows."""
+    fit_rows = np.arange(len(y)) < (1 - VAL_FRACTION) * len(y)
+    base = metrics.linear_decoder(x_now[fit_rows], y[fit_rows])
+    resid = y[fit_rows] - metrics.decode(base, x_now[fit_rows])
+    corr = metrics.linear_decoder(change[fit_rows], resid)
+    val_y = y[~fit_rows]
+    plain = metrics.decode(base, x_now[~fit_rows])
+    both = plain + metrics.decode(corr, change[~fit_rows])
+    keep = np.nansum((both - val_y) ** 2, 0) < np.nansum((plain - val_y) ** 2, 0)
+    base = metrics.linear_decoder(x_now, y)
+    corr = metrics.linear_decoder(change, y - metrics.decode(base, x_now)) if keep.any() else None
+    return base, corr, keep
 
 
 def fit(x_hat: np.ndarray, x_now: np.ndarray, behaviour: np.ndarray | None, *, columns: Sequence[np.ndarray],
@@ -94,8 +132,11 @@ def fit(x_hat: np.ndarray, x_now: np.ndarray, behaviour: np.ndarray | None, *, c
     Returns:
       :class:`StateReadout`.
     """
+    x_hat, x_now = np.asarray(x_hat, np.float64), np.asarray(x_now, np.float64)
+    x_now = np.where(np.isfinite(x_now), x_now, np.nan)
+    change = x_hat - x_now
     k = 0 if behaviour is None else behaviour.shape[1]
-    decoders = []
+    groups = []
     threshold = np.full(k, np.nan)
     binary = np.zeros(k, bool) if binary is None else np.asarray(binary, bool)
     truth01 = behaviour if binary_truth is None else binary_truth
@@ -103,22 +144,40 @@ def fit(x_hat: np.ndarray, x_now: np.ndarray, behaviour: np.ndarray | None, *, c
         cols, ks = np.asarray(cols), np.asarray(ks)
         if ks.size == 0 or behaviour is None:
             continue
-        x = features(x_hat[:, cols], x_now[:, cols])
-        dec = metrics.linear_decoder(x, behaviour[:, ks])
-        decoders.append((cols, ks, dec))
-        score = metrics.decode(dec, x)
+        base, corr, keep = _stagewise(x_now[:, cols], change[:, cols], behaviour[:, ks])
+        group = GroupReadout(cols, ks, base, corr, keep)
+        groups.append(group)
+        score = _predict_group(group, x_hat, x_now)
         for j, kk in enumerate(ks):
             if binary[kk]:
                 threshold[kk] = balanced_threshold(score[:, j], truth01[:, kk])
-    lda = metrics.linear_decoder(features(x_hat, x_now), modes, discrete=True) if modes is not None else None
-    return StateReadout(tuple(decoders), threshold, lda, k)
+    lda, use_forecast = None, False
+    if modes is not None:
+        fit_rows = np.arange(len(modes)) < (1 - VAL_FRACTION) * len(modes)
+        both = features(x_hat, x_now)
+        score = {}
+        for name, x in (("plain", x_now), ("forecast", both)):
+            held = metrics.linear_decoder(x[fit_rows], modes[fit_rows], discrete=True)
+            score[name] = metrics.balanced_accuracy(modes[~fit_rows], metrics.decode(held, x[~fit_rows]))
+        use_forecast = bool(score["forecast"] > score["plain"])
+        lda = metrics.linear_decoder(both if use_forecast else x_now, modes, discrete=True)
+    return StateReadout(tuple(groups), threshold, lda, use_forecast, k)
+
+
+def _predict_group(group: GroupReadout, x_hat: np.ndarray, x_now: np.ndarray) -> np.ndarray:
+    x_now = np.asarray(x_now, np.float64)[:, group.columns]
+    y = metrics.decode(group.base, x_now)
+    if group.correction is not None:
+        change = np.asarray(x_hat, np.float64)[:, group.columns] - x_now
+        y = y + group.keep * metrics.decode(group.correction, change)
+    return y
 
 
 def predict(ro: StateReadout, x_hat: np.ndarray, x_now: np.ndarray) -> np.ndarray:
     """Continuous behaviour ``[T, K]`` from ``x_hat, x_now [T, N]`` (:func:`fit`); NaN where no group reads it."""
     out = np.full((len(x_hat), ro.n_targets), np.nan)
-    for cols, ks, dec in ro.decoders:
-        out[:, ks] = metrics.decode(dec, features(x_hat[:, cols], x_now[:, cols]))
+    for group in ro.groups:
+        out[:, group.targets] = _predict_group(group, x_hat, x_now)
     return out
 
 
@@ -132,4 +191,5 @@ def predict_modes(ro: StateReadout, x_hat: np.ndarray, x_now: np.ndarray) -> np.
     """Mode labels ``[T]`` from ``x_hat, x_now [T, N]``."""
     if ro.modes is None:
         raise ValueError("readout.predict_modes: the readout was fitted without modes")
-    return metrics.decode(ro.modes, features(x_hat, x_now))
+    x = features(x_hat, x_now) if ro.modes_use_forecast else np.asarray(x_now, np.float64)
+    return metrics.decode(ro.modes, x)

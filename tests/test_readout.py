@@ -60,3 +60,19 @@ def test_binary_target_labels_and_modes():
     assert np.isnan(labels[:, 1]).all()
     assert metrics.balanced_accuracy(rev.astype(int), labels[:, 0].astype(int)) > 0.85
     assert metrics.accuracy(modes, readout.predict_modes(ro, x, x)) > 0.9
+
+
+def test_the_forecast_correction_is_kept_only_where_it_helps():
+    rng = np.random.default_rng(3)
+    now = rng.normal(size=(600, 5))
+    change = rng.normal(size=(600, 5))
+    y = np.stack([now[:, 0] + change[:, 1],  # the predicted change carries information
+                  now[:, 2] + 0.1 * rng.normal(size=600)], 1)  # it does not
+    ro = readout.fit(now + change, now, y, columns=[np.arange(5)], targets=[np.arange(2)])
+    (group,) = ro.groups
+    assert group.keep.tolist() == [True, False]
+    pred = readout.predict(ro, now + change, now)
+    assert metrics.r2_score(y[:, 0], pred[:, 0]) > 0.99
+    # Where it is dropped the readout is exactly the decoder of x[t].
+    dec = metrics.linear_decoder(now, y)
+    np.testing.assert_allclose(pred[:, 1], metrics.decode(dec, now)[:, 1])
