@@ -56,7 +56,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.history = 2
     c.model.use_synapses = False
     c.model.window_norm = False  # each step centred on its window's own level (model.ModelSpec.window_norm)
-    c.model.behaviour_readout = "pooled"  # or "state": closed-form readout of x̂[t+1] (model.ModelSpec)
+    # "state": behaviour is the decoder of x[t] plus a correction from the forecast x̂[t+1] - x[t], fitted in
+    # closed form after training (mesojax.readout; chosen by the C. elegans cross-validation and the
+    # phantom, BENCHMARKS.md); "pooled": the gated f* readout of the filters, trained with the model.
+    c.model.behaviour_readout = "state"
     c.model.behaviour_stop_gradient = False  # behaviour cannot move the neural forecasts
     c.model.basis = ml_collections.ConfigDict(dict(n_layers=2, max_width=16, width_step=4))
     c.model.interface = ml_collections.ConfigDict(dict(hidden=(32,), dense=False))
