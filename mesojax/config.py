@@ -96,6 +96,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.n_teacher = 1  # of which teacher-forced
     c.train.log_every = 50
     c.train.checkpoint_every = 500
+    # Every val_every steps (0: never) the forecast MSE on the validation segment (data.split) is measured;
+    # evaluation uses the parameters of the best such step, and training stops after `patience`
+    # measurements without improvement (0: never stops early).
+    c.train.val_every = 0
+    c.train.val_stride = 2  # forecast start every val_stride frames of the validation segment
+    c.train.patience = 0
 
     c.eval = ml_collections.ConfigDict()
     c.eval.horizons = 10

@@ -68,6 +68,24 @@ def model_rollout(spec: model.ModelSpec, params: tuple, window: jax.Array, exog:
     return outs.x_next[-n_steps:]
 
 
+def validation_mse(config: ml_collections.ConfigDict, exp: Any, params: model.Params) -> float:
+    """Forecast MSE on the validation segment, averaged over horizons ``1..eval.horizons``.
+
+    The model is scored as it will be evaluated (final temperatures, ``eval.warmup`` teacher-forced
+    frames), from every ``train.val_stride``-th start. Used to select the checkpoint and stop early
+    (``train.val_every``).
+    """
+    spec, inputs = exp.spec, exp.inputs
+    temps = final_temperatures(config)
+    out = metrics.forecast_metrics(
+        spec, (params, context(spec, params, inputs, temps), inputs, temps), normalised_traces(exp, "val"),
+        history=config.eval.warmup + spec.history, horizons=range(1, config.eval.horizons + 1),
+        stride=config.train.val_stride, exog=stimulus(exp, "val"), rollout=model_rollout,
+        fill=np.zeros(spec.n_neurons, np.float32),
+    )
+    return float(np.mean(out["mse"]))
+
+
 def stimulus(exp: Any, segment: str) -> np.ndarray:
     """The stimulus over a time segment ``[T_seg, S]`` (``S = 0`` without stimulus)."""
     t0, t1 = exp.segments[segment]

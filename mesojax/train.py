@@ -73,6 +73,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         value = get(name)
         if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
             raise ValueError(f"config: field '{name}' = {value!r} must be an integer ≥ 1")
+    for name in ("train.val_every", "train.patience"):
+        value = get(name)
+        if value is not None and (not isinstance(value, (int, np.integer)) or value < 0):
+            raise ValueError(f"config: field '{name}' = {value!r} must be an integer ≥ 0 (0: off)")
+    if get("train.val_stride") is not None and int(config.train.val_stride) < 1:
+        raise ValueError(f"config: field 'train.val_stride' = {config.train.val_stride} must be ≥ 1")
     if get("eval.warmup") is not None and int(config.eval.warmup) < 0:
         raise ValueError(f"config: field 'eval.warmup' = {config.eval.warmup} must be ≥ 0")
     hard = get("train.hard_steps") or 0
@@ -91,15 +97,18 @@ def check_lengths(config: ml_collections.ConfigDict, recording: Recording,
                   segments: dict[str, tuple[int, int]]) -> None:
     """Every length a run needs, checked before training: a training window, and one forecast start.
 
-    A training window holds ``history + rollout`` frames; the test segment must hold the forecast
-    window (``eval.warmup + history`` frames) plus ``eval.horizons`` scored frames.
+    A training window holds ``history + rollout`` frames; the test segment (and the validation segment,
+    when ``train.val_every`` selects checkpoints on it) must hold the forecast window
+    (``eval.warmup + history`` frames) plus ``eval.horizons`` scored frames.
 
     Raises:
       ValueError: naming the recording, the segment, the frames it has and the frames needed.
     """
     h = config.model.history
-    need = {"train": (h + config.train.rollout, "model.history + train.rollout"),
-            "test": (config.eval.warmup + h + config.eval.horizons, "eval.warmup + model.history + eval.horizons")}
+    forecast = (config.eval.warmup + h + config.eval.horizons, "eval.warmup + model.history + eval.horizons")
+    need = {"train": (h + config.train.rollout, "model.history + train.rollout"), "test": forecast}
+    if config.train.get("val_every", 0):
+        need["val"] = forecast
     for name, (frames, why) in need.items():
         t0, t1 = segments[name]
         if t1 - t0 < frames:
@@ -524,8 +533,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | No
     if start < tc.steps:
         logging.info("training steps %d..%d; the first one compiles the step", start + 1, tc.steps)
     t_train, compiled = time.perf_counter(), 0.0
+    record = ckpt.read_record(start) if start else {}
+    history = [(int(a), float(b)) for a, b in record.get("validation", [])]
+    stopped = bool(record.get("stopped", False))
+    best = checkpoint.Checkpointer(os.path.join(workdir, "best"), max_to_keep=1) if tc.val_every else None
     with open(metrics_path, "a") as log:
         for step in range(start, tc.steps):
+            if stopped:
+                break
             if step == hard_from:
                 # End of the architecture search: the filters train on with their hard architecture
                 # (the optimiser's arch group stops here too, optim.arch_steps).
@@ -559,12 +574,63 @@ def _train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | No
                 log.write(json.dumps({"step": done, **host}) + "\n")
                 log.flush()
                 logging.info("%s", _log_line(done, tc.steps, host, rate))
-            if done % tc.checkpoint_every == 0 or done == tc.steps:
-                ckpt.save(done, state, {"step": done, "config": json.loads(json.dumps(config.to_dict(), default=str))})
+            if tc.val_every and done % tc.val_every == 0:
+                stopped = _validate(config, exp, state, done, history, best, log)
+            if done % tc.checkpoint_every == 0 or done == tc.steps or stopped:
+                ckpt.save(done, state, {"step": done, "config": json.loads(json.dumps(config.to_dict(), default=str)),
+                                        "validation": history, "stopped": stopped})
     ckpt.close()
     if timings is not None and tc.steps - start > 1:
         timings.add("training", time.perf_counter() - t_train - compiled)
+    if best is not None:
+        state = _select_best(state, history, best, workdir)
+        best.close()
     return exp, state
+
+
+def _validate(config: ml_collections.ConfigDict, exp: Experiment, state: TrainState, done: int,
+              history: list[tuple[int, float]], best: checkpoint.Checkpointer, log: Any) -> bool:
+    """Measure the validation MSE at step `done`, keep the parameters if they are the best so far, and
+    say whether training should stop (``train.patience`` measurements without improvement)."""
+    mse = evaluate.validation_mse(config, exp, state.params)
+    if not math.isfinite(mse):
+        mse = math.inf
+    improved = not history or mse < min(v for _, v in history)
+    history.append((done, mse))
+    if improved:
+        best.save(done, state.params, {"step": done, "val_mse": mse})
+    log.write(json.dumps({"step": done, "val_mse": mse}) + "\n")
+    log.flush()
+    best_step = min(history, key=lambda x: x[1])[0]
+    since = sum(1 for s, _ in history if s > best_step)
+    logging.info("step %d: validation MSE %.4g (best %.4g at step %d)", done, mse, min(v for _, v in history), best_step)
+    patience = int(config.train.patience)
+    if patience and since >= patience:
+        logging.info("stopping early at step %d: no better validation MSE in %d measurements since step %d",
+                     done, since, best_step)
+        return True
+    return False
+
+
+def _select_best(state: TrainState, history: list[tuple[int, float]], best: checkpoint.Checkpointer,
+                 workdir: str) -> TrainState:
+    """`state` with the parameters of the step with the lowest validation MSE; writes ``validation.json``."""
+    if not history:
+        return state
+    best_step, best_mse = min(history, key=lambda x: x[1])
+    summary = {"best_step": best_step, "best_val_mse": best_mse, "last_step": int(state.step),
+               "history": [{"step": s, "val_mse": v} for s, v in history]}
+    if best_step != int(state.step):
+        if best.latest_step() != best_step:
+            raise CheckpointError(f"{best.directory}: holds step {best.latest_step()}, not the best validation "
+                                  f"step {best_step}; delete the workdir's best/ and checkpoints/ to retrain")
+        params, _ = best.restore(state.params, best_step)
+        state = state._replace(params=params)
+    logging.info("evaluating the parameters of step %d (validation MSE %.4g; last step %d)", best_step, best_mse,
+                 summary["last_step"])
+    with open(os.path.join(workdir, "validation.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return state
 
 
 def run_transfer(config: ml_collections.ConfigDict, workdir: str, trained: model.Params,

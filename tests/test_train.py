@@ -218,3 +218,30 @@ def test_state_readout_of_a_no_change_model_is_the_decoder_on_the_same_frames():
     pooled = ev.behaviour_scores(dataclasses.replace(exp, spec=dataclasses.replace(exp.spec, behaviour_readout="pooled")),
                                  still, temps, train_x)
     assert pooled["readout"] == "pooled" and pooled["model_r2"] != got["model_r2"]
+
+
+def test_validation_selects_the_best_step_and_stops_early(tmp_path):
+    """``train.val_every`` measures the validation forecast MSE; evaluation gets the best step's
+    parameters, ``train.patience`` stops the run, and a rerun of the finished run selects the same."""
+    cfg = short(30, **{"train.val_every": 5, "train.patience": 2, "train.checkpoint_every": 10})
+    exp, state = train.train(cfg, str(tmp_path))
+    summary = json.loads((tmp_path / "validation.json").read_text())
+    steps = [h["step"] for h in summary["history"]]
+    mses = [h["val_mse"] for h in summary["history"]]
+    assert steps == list(range(5, 5 * len(steps) + 1, 5))
+    best = int(np.argmin(mses))
+    assert summary["best_step"] == steps[best]
+    stopped_early = len(steps) - 1 - best >= 2
+    assert stopped_early == (summary["last_step"] < 30)
+    assert train.evaluate.validation_mse(cfg, exp, state.params) == pytest.approx(mses[best], rel=1e-5)
+    logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["val_mse"] for r in logged if "val_mse" in r] == pytest.approx(mses)
+    _, again = train.train(cfg, str(tmp_path))  # finished: restores, selects the same step, trains nothing
+    for a, b in zip(jax.tree.leaves(_params(state)), jax.tree.leaves(_params(again))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_validation_needs_a_long_enough_validation_segment():
+    with pytest.raises(ValueError, match=r"val segment has \d+ frames"):
+        train.prepare(short(3, **{"train.val_every": 1, "data.split": (0.79, 0.01, 0.2)}),
+                      train.make_mesh(1, jax.devices()[:1]))
