@@ -31,7 +31,7 @@ from mesojax import (assign, basis, checkpoint, evaluate, features, losses, mode
                      transfer)
 from mesojax import config as config_lib
 from mesojax import workdir as workdir_lib
-from mesojax.data import Connectome, Recording, celegans, synthetic, union, windows
+from mesojax.data import Connectome, Recording, sources, windows
 from mesojax.data.tables import LoadReport
 from mesojax.data import validation as V
 
@@ -149,28 +149,7 @@ def shard_batch(batch: windows.Batch, mesh: Mesh) -> windows.Batch:
 # ------------------------------------------------------------------------------------------------ data
 
 
-class Data(NamedTuple):
-    """A data source as the model sees it.
-
-    Attributes:
-      connectome: the circuit, one neuron per recorded source (neurons without a position allowed).
-      recording: registered 1:1 to the circuit.
-      truth: ``synthetic.GroundTruth`` for phantoms, else None.
-      group_names: the independent circuits (animals) of a disjoint union; one name otherwise.
-      neuron_group: ``[N]`` group of every neuron.
-      behaviour_group: ``[Kc]`` group of every behaviour target.
-      cell_types: the cell-type vocabulary of the model's inputs (fixed across animals), or None.
-      reports: what loading excluded or repaired, per file.
-    """
-
-    connectome: Connectome
-    recording: Recording
-    truth: Any
-    group_names: tuple[str, ...]
-    neuron_group: np.ndarray
-    behaviour_group: np.ndarray
-    cell_types: tuple[str, ...] | None = None
-    reports: dict | None = None
+Data = sources.Data  # what a data source returns (mesojax.data.sources); kept here for existing callers
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -193,40 +172,9 @@ class Experiment:
     reports: dict  # what loading excluded or repaired, per file (may be empty)
 
 
-SOURCES = ("phantom", "celegans")
-
-
-def load_celegans(cfg: ml_collections.ConfigDict) -> Data:
-    """The configured C. elegans animals as one disjoint-union circuit (see :mod:`mesojax.data.union`).
-
-    Each animal's identified neurons (label confidence ≥ ``cfg.confidence``) are registered by name to
-    the connectome ``cfg.connectome`` and its atlas positions; unidentified ones are kept without
-    position. Behaviour targets are ``cfg.behaviour`` plus reversal (a 0/1 column) per animal.
-    """
-    data = celegans.load_dataset(cfg.path, cfg.connectome, uids=list(cfg.animals), confidence=cfg.confidence,
-                                 behaviour=tuple(cfg.behaviour))
-    parts, reports = [], dict(data.reports)
-    for uid, rec in data.recordings.items():
-        circuit, rec, rep = union.source_circuit(rec, data.connectome)
-        parts.append((uid, circuit, rec))
-        reports[uid] = reports[uid].merge(rep)
-    u = union.disjoint_union(parts, gap_um=cfg.gap_um)
-    vocab = tuple(sorted(set(data.connectome.cell_type.tolist()) | {union.UNIDENTIFIED}))
-    return Data(u.connectome, u.recording, None, u.names, u.neuron_group, u.behaviour_group, vocab, reports)
-
-
 def load_data(cfg: ml_collections.ConfigDict) -> Data:
-    """The configured data source (``cfg.source``, one of :data:`SOURCES`)."""
-    if cfg.source == "phantom":
-        overrides = {k: v for k, v in cfg.overrides.items() if v is not None}
-        phantom = synthetic.make_phantom(synthetic.preset(cfg.preset, seed=cfg.seed, **overrides))
-        rec = phantom.recording
-        n_beh = 0 if rec.behaviour is None else rec.behaviour.shape[1]
-        return Data(phantom.circuit.connectome, rec, phantom.truth, ("phantom",),
-                    np.zeros(rec.n_sources, np.int32), np.zeros(n_beh, np.int32))
-    if cfg.source == "celegans":
-        return load_celegans(cfg)
-    raise ValueError(f"data config: field 'source' = {cfg.source!r} is not one of {SOURCES}")
+    """The configured data source (``cfg.source``, one of :func:`mesojax.data.sources.names`)."""
+    return sources.load(cfg)
 
 
 def extreme_report(recording: Recording, norm: windows.Normalizer, segment: tuple[int, int]) -> LoadReport | None:

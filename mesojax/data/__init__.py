@@ -3,11 +3,11 @@
 Modules: :mod:`~mesojax.data.connectome`, :mod:`~mesojax.data.recording`,
 :mod:`~mesojax.data.validation`, :mod:`~mesojax.data.registration`, :mod:`~mesojax.data.storage`
 (tensorstore/zarr), :mod:`~mesojax.data.synthetic` (phantoms), :mod:`~mesojax.data.windows` (training
-batches), and the loaders :mod:`~mesojax.data.celegans`, :mod:`~mesojax.data.tables` (CAVE / neuPrint
+batches), :mod:`~mesojax.data.sources` (the registry behind ``config.data.source``), and the loaders :mod:`~mesojax.data.celegans`, :mod:`~mesojax.data.tables` (CAVE / neuPrint
 synapse tables) and :mod:`~mesojax.data.nwb`.
 """
 
-from mesojax.data import celegans, nwb, storage, synthetic, tables, windows
+from mesojax.data import celegans, nwb, sources, storage, synthetic, tables, windows
 from mesojax.data.connectome import CHEMICAL, ELECTRICAL, Connectome
 from mesojax.data.nwb import load_nwb_ophys
 from mesojax.data.recording import Recording
@@ -31,6 +31,7 @@ __all__ = [
     "nwb",
     "register_by_id",
     "register_by_position",
+    "sources",
     "storage",
     "synthetic",
     "tables",
