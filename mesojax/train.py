@@ -2,8 +2,11 @@
 
 ``run(config, workdir)`` fits a mesoscale model and writes everything into `workdir`:
 ``checkpoints/`` (orbax; an interrupted run resumes at its latest step with the same batches),
-``metrics.jsonl`` (one line per logged step, every loss term separately), and, after training, the
-evaluation and report files (see :mod:`mesojax.evaluate`, :mod:`mesojax.report`).
+``metrics.jsonl`` (one line per logged step, every loss term separately; ``val_mse`` lines when
+``train.val_every`` selects the evaluated parameters on the validation segment, with ``best/`` and
+``validation.json``), and, after training, the evaluation and report files (see :mod:`mesojax.evaluate`,
+:mod:`mesojax.report`). The workdir is locked to one run (:mod:`mesojax.workdir`); a damaged checkpoint
+falls back to the previous one (:func:`restore_or_init`).
 
 Devices: a ``jax.sharding.Mesh`` with axes ``("data", "space")``. Batches of time windows are split
 along ``data``; every array with a leading location axis (tables, per-pair parameters) along ``space``.
