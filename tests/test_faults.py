@@ -341,3 +341,17 @@ def test_one_and_four_devices_agree_in_loss_and_partition(tmp_path, n_devices, s
     np.testing.assert_allclose(runs[4][0], runs[1][0], rtol=1e-5)
     np.testing.assert_array_equal(runs[4][1], runs[1][1])
     np.testing.assert_array_equal(runs[4][2], runs[1][2])
+
+
+@pytest.mark.parametrize("reader", ["table", "nwb_list", "nwb_load"])
+@pytest.mark.parametrize("content", [b"", b"\x89HDF\r\n\x1a\n" + bytes(300)])
+def test_damaged_hdf5_tables_and_nwb_files_name_the_file(tmp_path, reader, content):
+    from mesojax.data import nwb, tables
+
+    path = tmp_path / ("t.h5" if reader == "table" else "r.nwb")
+    path.write_bytes(content)
+    call = {"table": lambda: tables.read_hdf5_columns(path), "nwb_list": lambda: nwb.list_roi_response_series(path),
+            "nwb_load": lambda: nwb.load_nwb_ophys(path, series="/x")}[reader]
+    with pytest.raises(V.ValidationError, match="cannot read the") as info:
+        call()
+    assert info.value.source == str(path)

@@ -66,7 +66,7 @@ def list_roi_response_series(path: PathLike) -> list[str]:
             elif "data" in obj and "rois" in obj and not _type(obj):
                 untagged.append("/" + name)
 
-    with h5py.File(path, "r") as f:
+    with V.file_errors(str(path), what="NWB file"), h5py.File(path, "r") as f:
         f.visititems(visit)
     return sorted(found) or sorted(untagged)
 
@@ -304,7 +304,7 @@ def load_nwb_ophys(
     source = str(path)
     notes = _Notes(source)
     name = _pick_series(source, list_roi_response_series(path), series)
-    with h5py.File(path, "r") as f:
+    with V.file_errors(source, name, what="NWB file"), h5py.File(path, "r") as f:
         group = f[name]
         for key in ("data", "rois"):
             if key not in group:

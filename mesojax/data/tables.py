@@ -155,7 +155,7 @@ def read_hdf5_columns(path: PathLike, key: str | None = None) -> dict[str, np.nd
       ValidationError: missing key, unsupported layout, or columns of different lengths.
     """
     source = str(path)
-    with h5py.File(path, "r") as f:
+    with V.file_errors(source, what="HDF5 table"), h5py.File(path, "r") as f:
         if key is None:
             obj = f
             members = list(f.values())

@@ -10,7 +10,8 @@ Nothing is silently dropped: a check either passes or raises.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -29,6 +30,23 @@ class ValidationError(ValueError):
         self.source, self.field, self.row, self.problem = source, field, row, problem
         where = f"field '{field}'" + (f", row {row}" if row is not None else "")
         super().__init__(f"{source}: {where}: {problem}")
+
+
+@contextlib.contextmanager
+def file_errors(source: str, field: str = "file", what: str = "file") -> Iterator[None]:
+    """Turn a reader's own error (h5py, json, OS) inside the block into one :class:`ValidationError`.
+
+    A damaged, truncated or unreadable file otherwise surfaces as a bare ``OSError``/``KeyError`` from
+    the library, often without the file name. ValidationErrors raised inside pass through unchanged.
+    """
+    try:
+        yield
+    except ValidationError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError) as err:
+        text = " ".join(str(err).split())[:200]
+        raise ValidationError(source, field, None, f"cannot read the {what} (missing, damaged or truncated?): "
+                              f"{type(err).__name__}: {text}") from None
 
 
 def show(value: Any) -> str:
