@@ -45,6 +45,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.grid.diameter_um = 30.0
     c.grid.stride_um = ml_collections.FieldReference(None, field_type=float)  # None: d / 2
     c.grid.origin = ml_collections.FieldReference(None, field_type=tuple)  # None: bounding-box corner
+    # "sphere", or "column": a cylinder of diameter_um across and height_um along `axis` (0/1/2 = x/y/z;
+    # height None: the whole depth, one layer), for columnar tissue (mesojax.spatial.GridSpec).
+    c.grid.shape = "sphere"
+    c.grid.axis = 2
+    c.grid.height_um = ml_collections.FieldReference(None, field_type=float)
+    c.grid.height_stride_um = ml_collections.FieldReference(None, field_type=float)
 
     c.features = ml_collections.ConfigDict()
     c.features.motifs = True  # 3-node motif participation columns

@@ -2,7 +2,11 @@ r"""Receptive-field grid and the static index tables that turn space into gather
 
 Locations ``µ = 0..L-1`` are the centres of a cubic lattice of stride ``s`` laid over the bounding box
 of the tissue; each owns a ball ("sphere") of diameter ``d > s`` (default ``s = d / 2``, so neighbouring
-spheres overlap and every neuron sits in several). Spheres holding no neuron are dropped. A scipy KD-tree
+spheres overlap and every neuron sits in several). For columnar tissue (``GridSpec.shape = "column"``)
+each owns a cylinder of diameter ``d`` and height ``h`` along an axis instead, on a lattice of stride
+``s`` across and ``h / 2`` along it; the tables are built in coordinates scaled along that axis by
+``r / (h / 2)``, where a column has radius and half-height ``r``, and ``member_offset`` is normalised the
+same way (inside the unit cylinder). Spheres holding no neuron are dropped. A scipy KD-tree
 answers the ball queries ``|x_i - µ| <= d / 2`` once, on the host, in parallel (``workers=-1``).
 
 The result is a :class:`SpatialTables` of static, padded numpy arrays:
@@ -76,6 +80,11 @@ class GridSpec(NamedTuple):
       location_multiple: pad ``L`` to a multiple of this (e.g. the device count, to shard along L).
       width_multiple: round the table widths ``K``, ``C`` and ``Ks`` up to a multiple of this, so data
         sets of similar size share shapes and jit does not recompile.
+      shape: ``"sphere"`` (a ball of diameter ``d``) or ``"column"`` (a cylinder of diameter ``d`` across
+        and height ``height_um`` along ``axis``: a cortical or optic-lobe column in one receptive field).
+      axis: the column axis (0 = x, 1 = y, 2 = z).
+      height_um: column height (``None``: the tissue's whole extent along `axis`, one layer of columns).
+      height_stride_um: lattice stride along `axis` (``None``: ``height_um / 2``, overlapping like spheres).
     """
 
     diameter_um: float
@@ -83,6 +92,10 @@ class GridSpec(NamedTuple):
     origin: tuple[float, float, float] | None = None
     location_multiple: int = 1
     width_multiple: int = 1
+    shape: str = "sphere"
+    axis: int = 2
+    height_um: float | None = None
+    height_stride_um: float | None = None
 
     @property
     def stride(self) -> float:
@@ -102,6 +115,9 @@ class Grid(NamedTuple):
       radius: sphere radius ``d / 2`` in µm.
       stride: lattice stride ``s`` in µm.
       spec: the :class:`GridSpec` it was built from.
+      scale: ``[3]`` per-axis factors that map a receptive field onto a unit-aspect one: 1 for spheres;
+        for columns, ``radius / (height / 2)`` along the axis (so a column becomes a cylinder of radius
+        and half-height ``radius``).
     """
 
     centers: np.ndarray
@@ -109,6 +125,7 @@ class Grid(NamedTuple):
     radius: float
     stride: float
     spec: GridSpec
+    scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     @property
     def n_locations(self) -> int:
@@ -202,6 +219,57 @@ def _check_spec(spec: GridSpec) -> None:
         value = getattr(spec, name)
         if int(value) != value or value < 1:
             raise V.ValidationError("GridSpec", name, None, f"must be a positive integer, got {value}")
+    if spec.shape not in ("sphere", "column"):
+        raise V.ValidationError("GridSpec", "shape", None, f"{spec.shape!r} is not 'sphere' or 'column'")
+    if spec.shape == "column":
+        if spec.axis not in (0, 1, 2):
+            raise V.ValidationError("GridSpec", "axis", None, f"must be 0, 1 or 2 (x, y, z), got {spec.axis}")
+        if s > d / np.sqrt(2.0):
+            raise V.ValidationError("GridSpec", "stride_um", None, f"{s} leaves gaps between columns of "
+                                    f"diameter {d}: use stride <= diameter / sqrt(2) = {d / np.sqrt(2.0):.4g}")
+        h, hs = spec.height_um, spec.height_stride_um
+        if h is not None and not (np.isfinite(h) and h > 0):
+            raise V.ValidationError("GridSpec", "height_um", None, f"must be a positive number, got {h}")
+        if hs is not None and (h is None or not (0 < hs <= h)):
+            raise V.ValidationError("GridSpec", "height_stride_um", None,
+                                    f"must satisfy 0 < height_stride <= height = {h}, got {hs}")
+
+
+def _column_metric(spec: GridSpec, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(scale [3], stride [3] in scaled units, single_layer)`` of a grid over the box ``[lo, hi]``.
+
+    In scaled coordinates ``x · scale`` a column is a cylinder of radius and half-height ``r``; a sphere
+    stays a ball of radius ``r``. ``single_layer``: one row of columns spanning the whole extent.
+    """
+    r, s = spec.radius, spec.stride
+    scale, stride = np.ones(3), np.full(3, s, np.float64)
+    if spec.shape != "column":
+        return scale, stride, False
+    a = spec.axis
+    single = spec.height_um is None
+    height = float(hi[a] - lo[a]) * (1 + 1e-6) + 1e-3 if single else float(spec.height_um)
+    scale[a] = r / (height / 2.0)
+    hs = height if single else (spec.height_stride_um or height / 2.0)
+    stride[a] = hs * scale[a]
+    return scale, stride, single
+
+
+def _field_pairs(points: np.ndarray, centers: np.ndarray, radius: float, column_axis: int | None, *,
+                 sort_by_distance: bool, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_ball_pairs` in scaled coordinates, for spheres (``column_axis`` None) or columns.
+
+    A column (radius and half-height ``radius`` after scaling) lies inside the ball of radius
+    ``radius·√2``: query that ball, then keep the points within ``radius`` across and along the axis.
+    """
+    if column_axis is None:
+        return _ball_pairs(points, centers, radius, sort_by_distance=sort_by_distance, chunk=chunk)
+    loc, idx = _ball_pairs(points, centers, radius * np.sqrt(2.0) * (1 + 1e-9), sort_by_distance=sort_by_distance,
+                           chunk=chunk)
+    d = points[idx].astype(np.float64) - centers[loc].astype(np.float64)
+    across = np.delete(d, column_axis, axis=1)
+    tol = radius * 1e-6
+    keep = ((across ** 2).sum(1) <= radius ** 2 + tol) & (np.abs(d[:, column_axis]) <= radius + tol)
+    return loc[keep], idx[keep]
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -239,16 +307,22 @@ def build_grid(xyz: np.ndarray, spec: GridSpec, *, source: str = "build_grid") -
             f"no neurons with a known position (all {xyz.shape[0]} rows are NaN): cannot lay a grid",
         )
     xyz = xyz[placed]
-    s, r = spec.stride, spec.radius
+    r = spec.radius
     lo, hi = xyz.min(0).astype(np.float64), xyz.max(0).astype(np.float64)
+    scale, s, single = _column_metric(spec, lo, hi)
+    xyz = (xyz.astype(np.float64) * scale).astype(np.float32)
+    lo, hi = lo * scale, hi * scale
     if spec.origin is None:
         n = np.ceil((hi - lo) / s).astype(np.int64) + 1
+        if single:
+            n[spec.axis] = 1
         start = (lo + hi) / 2.0 - (n - 1) * s / 2.0
         k_lo = np.zeros(3, np.int64)
     else:
         origin = np.asarray(spec.origin, np.float64)
         V.check_shape("GridSpec", "origin", origin, (3,))
         V.check_finite("GridSpec", "origin", origin)
+        origin = origin * scale
         k_lo = np.floor((lo - origin) / s).astype(np.int64)
         n = np.ceil((hi - origin) / s).astype(np.int64) - k_lo + 1
         start = origin
@@ -260,13 +334,17 @@ def build_grid(xyz: np.ndarray, spec: GridSpec, *, source: str = "build_grid") -
         )
     axes = [np.arange(k_lo[a], k_lo[a] + n[a]) for a in range(3)]
     lattice = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-    centers = (start + lattice * s).astype(np.float32)
-    counts = cKDTree(xyz.astype(np.float64)).query_ball_point(
-        centers.astype(np.float64), r, return_length=True, workers=-1
-    )
-    keep = counts > 0
+    scaled_centers = (start + lattice * s).astype(np.float32).astype(np.float64)  # the float32 centres used below
+    if spec.shape == "column":
+        loc, _ = _field_pairs(xyz, scaled_centers, r, spec.axis, sort_by_distance=False, chunk=4096)
+        keep = np.bincount(loc, minlength=len(lattice)) > 0
+    else:
+        keep = cKDTree(xyz.astype(np.float64)).query_ball_point(
+            scaled_centers, r, return_length=True, workers=-1) > 0
+    centers = (scaled_centers / scale).astype(np.float32)
     return Grid(
-        centers=centers[keep], lattice=lattice[keep].astype(np.int32), radius=r, stride=s, spec=spec
+        centers=centers[keep], lattice=lattice[keep].astype(np.int32), radius=r, stride=spec.stride, spec=spec,
+        scale=tuple(float(x) for x in scale),
     )
 
 
@@ -415,12 +493,18 @@ def build_tables(
     l_real = grid.n_locations
     l_pad = _round_up(max(l_real, 1), spec.location_multiple)
     centers = grid.centers.astype(np.float32)
+    # Work in scaled coordinates, where every receptive field has radius (and, for columns, half-height) r.
+    scale = np.asarray(grid.scale, np.float64)
+    column_axis = spec.axis if spec.shape == "column" else None
+    unit = bool((scale == 1.0).all())
+    xyz_s = xyz if unit else (xyz * scale).astype(np.float32)
+    centers_s = centers if unit else (centers * scale).astype(np.float32)
 
     # Members, grouped by location, by distance then id: query the placed neurons only and map their
     # indices back to rows of xyz (monotone, so the id tie-break is unchanged).
     placed_rows = None if all_placed else np.flatnonzero(placed).astype(np.int32)
-    points = xyz if all_placed else xyz[placed_rows]
-    loc, nid = _ball_pairs(points, centers, grid.radius, sort_by_distance=True, chunk=chunk)
+    points = xyz_s if all_placed else xyz_s[placed_rows]
+    loc, nid = _field_pairs(points, centers_s, grid.radius, column_axis, sort_by_distance=True, chunk=chunk)
     if not all_placed:
         nid = placed_rows[nid]
     m_counts = np.bincount(loc, minlength=l_pad)
@@ -435,8 +519,9 @@ def build_tables(
         row = int(np.flatnonzero(uncovered)[0])
         raise V.ValidationError(
             source, "xyz", row,
-            f"neuron at {xyz[row].tolist()} lies in no sphere of the grid (diameter {spec.diameter_um}, "
-            f"stride {grid.stride}); use diameter >= sqrt(3) * stride and a grid built on these positions",
+            f"neuron at {xyz[row].tolist()} lies in no {spec.shape} of the grid (diameter {spec.diameter_um}, "
+            f"stride {grid.stride}); use diameter >= sqrt(3) * stride (columns: sqrt(2) * stride, and "
+            "height_stride <= height) and a grid built on these positions",
         )
     c = _table_width(c_counts, max_candidates, spec.width_multiple, source=source, field="candidates",
                      what="spheres holding one neuron")
@@ -449,15 +534,18 @@ def build_tables(
 
     centers_pad = np.zeros((l_pad, 3), np.float32)
     centers_pad[:l_real] = centers
+    centers_s_pad = np.zeros((l_pad, 3), np.float32)
+    centers_s_pad[:l_real] = centers_s
     member_offset = np.where(
-        member_mask[..., None], (xyz[members] - centers_pad[:, None, :]) / np.float32(grid.radius), 0.0
+        member_mask[..., None], (xyz_s[members] - centers_s_pad[:, None, :]) / np.float32(grid.radius), 0.0
     ).astype(np.float32)
     location_mask = np.arange(l_pad) < l_real
 
     # Synapses.
     if syn_xyz is not None:
         syn_xyz = _check_points(source, "syn_xyz", syn_xyz)
-        s_loc, s_id = _ball_pairs(syn_xyz, centers, grid.radius, sort_by_distance=False, chunk=chunk)
+        syn_s = syn_xyz if unit else (syn_xyz * scale).astype(np.float32)
+        s_loc, s_id = _field_pairs(syn_s, centers_s, grid.radius, column_axis, sort_by_distance=False, chunk=chunk)
     elif pre is not None or post is not None:
         if pre is None or post is None:
             raise V.ValidationError(source, "pre" if pre is None else "post", None,

@@ -230,6 +230,8 @@ def prepare(config: ml_collections.ConfigDict, mesh: Mesh, timings: progress.Tim
         stride_um=config.grid.stride_um,
         origin=tuple(config.grid.origin) if config.grid.origin is not None else None,
         location_multiple=mesh.shape["space"],
+        shape=config.grid.get("shape", "sphere"), axis=int(config.grid.get("axis", 2)),
+        height_um=config.grid.get("height_um"), height_stride_um=config.grid.get("height_stride_um"),
     )
     with progress.phase("grid and tables", timings):
         grid = spatial.build_grid(connectome.xyz, grid_spec, source=connectome.source)

@@ -1,5 +1,7 @@
 """Tests for mesojax.spatial: grid, index tables (against brute force), gathers, sharding along L."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -461,3 +463,68 @@ def test_connectome_tables_with_unplaced_neurons():
     np.testing.assert_array_equal(t.candidate_mask.any(-1), conn.placed)
     touched = np.isin(pre, rows) | np.isin(post, rows)
     assert not np.isin(t.synapses[t.synapse_mask], np.flatnonzero(touched)).any()
+
+
+# ----------------------------------------------------------------------------------------------- columns
+def _columns(n_side=4, spacing=10.0, height=100.0, per_column=30, seed=0):
+    """Neurons in tall columns along z: a square lattice of column axes, each `height` µm tall."""
+    rng = np.random.default_rng(seed)
+    pts, col = [], []
+    for k, (i, j) in enumerate(itertools.product(range(n_side), range(n_side))):
+        ang, rad = rng.uniform(0, 2 * np.pi, per_column), 2.0 * np.sqrt(rng.uniform(0, 1, per_column))
+        z = rng.uniform(0, height, per_column)
+        pts.append(np.stack([i * spacing + rad * np.cos(ang), j * spacing + rad * np.sin(ang), z], 1))
+        col += [k] * per_column
+    return np.concatenate(pts).astype(np.float32), np.asarray(col)
+
+
+@pytest.mark.parametrize("height,axis", [(None, 2), (40.0, 2), (25.0, 2), (40.0, 0)])
+def test_column_members_are_exactly_the_points_in_each_cylinder(height, axis):
+    xyz, _ = _columns()
+    if axis != 2:  # the same tissue with its columns along x
+        xyz = xyz[:, [2, 1, 0]]
+    spec = spatial.GridSpec(10.0, stride_um=5.0, shape="column", axis=axis, height_um=height)
+    grid = spatial.build_grid(xyz, spec)
+    t = spatial.build_tables(xyz, grid)
+    r = 5.0
+    extent = xyz[:, axis].max() - xyz[:, axis].min()
+    half = extent / 2 if height is None else height / 2
+    across = [a for a in range(3) if a != axis]
+    for loc in range(grid.n_locations):
+        d = xyz - grid.centers[loc]
+        plane, along = np.sqrt((d[:, across] ** 2).sum(1)), np.abs(d[:, axis])
+        surely_in = (plane <= r - 1e-3) & (along <= half - 1e-3)
+        maybe_in = (plane <= r + 1e-3) & (along <= half + 1e-3)  # float32 rounding at the surface
+        got = np.zeros(len(xyz), bool)
+        got[t.members[loc][t.member_mask[loc]]] = True
+        assert (got >= surely_in).all() and (got <= maybe_in).all()
+    assert t.candidate_mask.any(1).all()  # every neuron is in some column
+    off = t.member_offset[t.member_mask]
+    assert (np.sqrt((off[:, across] ** 2).sum(1)) <= 1 + 1e-4).all() and (np.abs(off[:, axis]) <= 1 + 1e-4).all()
+    if height is None:
+        assert len(np.unique(grid.centers[:, axis])) == 1  # one layer spanning the whole depth
+
+
+def test_a_column_holds_a_whole_column_where_spheres_cut_it_into_slabs():
+    xyz, col = _columns()
+    # Columns 2 µm in radius, 10 µm apart: a 12 µm field on a 5 µm lattice has a centre within 3.6 µm of
+    # every column axis, so some field holds each whole column; a 12 µm sphere cannot hold 100 µm of one.
+    column = spatial.build_tables(xyz, spatial.build_grid(xyz, spatial.GridSpec(12.0, 5.0, shape="column")))
+    sphere = spatial.build_tables(xyz, spatial.build_grid(xyz, spatial.GridSpec(12.0, 5.0)))
+
+    def whole(t):  # locations holding every neuron of some column
+        return sum(np.isin(np.flatnonzero(col == k), t.members[l][t.member_mask[l]]).all()
+                   for l in range(t.members.shape[0]) for k in np.unique(col[t.members[l][t.member_mask[l]]]))
+
+    assert whole(column) >= 16 and whole(sphere) == 0
+
+
+@pytest.mark.parametrize("kw,field", [(dict(shape="cube"), "shape"), (dict(shape="column", stride_um=8.0), "stride_um"),
+                                      (dict(shape="column", axis=3), "axis"),
+                                      (dict(shape="column", height_um=-1.0), "height_um"),
+                                      (dict(shape="column", height_um=10.0, height_stride_um=20.0), "height_stride_um")])
+def test_bad_column_specs_name_the_field(kw, field):
+    xyz, _ = _columns(n_side=2)
+    with pytest.raises(ValidationError) as info:
+        spatial.build_grid(xyz, spatial.GridSpec(10.0, **{"stride_um": 5.0, **kw}))
+    assert info.value.field == field
