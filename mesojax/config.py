@@ -27,7 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "phantom"  # "phantom" or "celegans" (whose fields configs/celegans.py adds)
+    c.data.source = "phantom"  # a mesojax.data.sources name: "phantom", "celegans" or "store" (configs/*.py)
     c.data.preset = "tiny"  # mesojax.data.synthetic.preset name
     c.data.seed = 0
     # PhantomConfig fields to override (None keeps the preset's value); settable from the command line.
@@ -35,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
         n_instances=ml_collections.FieldReference(None, field_type=int),
         n_steps=ml_collections.FieldReference(None, field_type=int),
         calcium_noise=ml_collections.FieldReference(None, field_type=float),
+        instance_height_um=ml_collections.FieldReference(None, field_type=float),  # columnar instances
     ))
     c.data.split = (0.7, 0.1, 0.2)  # train / val / test fractions of time
     # Trace samples beyond median ± extreme · (1-99 % half-range) of their neuron read as missing and are

@@ -435,3 +435,14 @@ def test_unknown_preset_and_mismatched_config(tiny):
         S.preset("mouse")
     with pytest.raises(ValidationError, match="different config"):
         next(S.simulate(tiny.circuit, S.preset("tiny", seed=4)))
+
+
+def test_columnar_instances_stand_side_by_side_in_one_layer():
+    cfg = S.preset("tiny", seed=1, instance_height_um=80.0)
+    c = S.make_circuit(cfg)
+    d = c.connectome.xyz - c.instance_center[c.instance]
+    assert (np.sqrt((d[:, :2] ** 2).sum(1)) <= cfg.instance_radius_um + 1e-4).all()
+    assert (np.abs(d[:, 2]) <= 40.0 + 1e-4).all() and np.abs(d[:, 2]).max() > 30.0  # tall: up to 40 µm
+    assert np.ptp(c.instance_center[:, 2]) <= 2 * cfg.jitter_um  # one layer
+    with pytest.raises(ValidationError, match="instance_height_um"):
+        S.preset("tiny", instance_height_um=-1.0)

@@ -150,6 +150,9 @@ class PhantomConfig:
     Attributes (space, µm):
       spacing_um: lattice spacing between instance centres.
       instance_radius_um: neurons lie uniformly in a ball of this radius around their centre.
+      instance_height_um: None (balls), or columnar instances: neurons uniform in an upright cylinder of
+        radius ``instance_radius_um`` and this height along z, the instances side by side in one layer
+        (a lattice in x and y), like the columns of a cortex or an optic lobe.
       jitter_um: each centre is moved by up to this much per axis; ``radius + √3·jitter < spacing/2``
         so instances never overlap.
       synapse_jitter_um: Gaussian scatter of a synapse around the segment joining its two cells.
@@ -182,6 +185,7 @@ class PhantomConfig:
     motifs: tuple[str, ...] = MOTIF_TYPES
     spacing_um: float = 30.0
     instance_radius_um: float = 9.0
+    instance_height_um: float | None = None
     jitter_um: float = 2.0
     synapse_jitter_um: float = 0.5
     syn_intra_per_neuron: float = 12.0
@@ -252,6 +256,8 @@ class PhantomConfig:
             bad("neighbours", f"must be >= 1, got {self.neighbours}")
         if self.calcium_tau_rise_s >= self.calcium_tau_decay_s:
             bad("calcium_tau_rise_s", "rise time constant must be shorter than the decay time constant")
+        if self.instance_height_um is not None and not self.instance_height_um > 0:
+            bad("instance_height_um", f"must be > 0 or None, got {self.instance_height_um}")
         reach = self.instance_radius_um + math.sqrt(3.0) * self.jitter_um
         if not reach < self.spacing_um / 2:
             bad("instance_radius_um",
@@ -338,7 +344,8 @@ class Circuit:
       instance_center: ``[I, 3]`` float32 µm.
       instance_motif: ``[I]`` int32.
       instance_gain, instance_offset: ``[I]`` float32 output gain and offset.
-      instance_radius: µm; every neuron is within it of its instance centre.
+      instance_radius: µm; every neuron is within it of its instance centre (across the axis, for
+        columnar instances: see ``PhantomConfig.instance_height_um``).
       instance_neurons: ``[I, U]`` int32 neuron row of each unit of each instance (-1 padding).
       synapse_origin: ``[E]`` int8, 0 intra-motif / 1 inter-instance / 2 distractor.
       motif_names: the K motif type names.
@@ -449,7 +456,12 @@ def make_circuit(config: PhantomConfig) -> Circuit:
     n_inst = config.resolved_instances()
 
     # ---- layout: jittered lattice of instances, neurons uniform in a ball around each centre
-    shape = _lattice_shape(n_inst)
+    columnar = config.instance_height_um is not None
+    if columnar:  # one layer of upright columns: a square-ish lattice in x, y
+        nx = max(1, math.ceil(math.sqrt(n_inst) - 1e-9))
+        shape = (nx, max(1, math.ceil(n_inst / nx)), 1)
+    else:
+        shape = _lattice_shape(n_inst)
     grid = np.stack(np.unravel_index(np.arange(n_inst), shape), axis=1).astype(np.float32)
     center = grid * np.float32(config.spacing_um) + rng["layout"].uniform(
         -config.jitter_um, config.jitter_um, size=(n_inst, 3)).astype(np.float32)
@@ -461,9 +473,15 @@ def make_circuit(config: PhantomConfig) -> Circuit:
     im_instance = np.repeat(np.arange(n_inst, dtype=np.int32), size)
     im_role = (np.arange(n) - start[im_instance]).astype(np.int32)
     direction = rng["layout"].standard_normal((n, 3)).astype(np.float32)
+    if columnar:  # uniform in a cylinder: a uniform disc across, uniform along z
+        direction[:, 2] = 0.0
     direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-12)
-    radius = config.instance_radius_um * rng["layout"].random(n, dtype=np.float32) ** np.float32(1 / 3)
+    power = np.float32(1 / 2) if columnar else np.float32(1 / 3)
+    radius = config.instance_radius_um * rng["layout"].random(n, dtype=np.float32) ** power
     im_xyz = center[im_instance] + direction * radius[:, None]
+    if columnar:
+        height = np.float32(config.instance_height_um)
+        im_xyz[:, 2] += (rng["layout"].random(n, dtype=np.float32) - np.float32(0.5)) * height
 
     order = rng["order"].permutation(n)  # row j holds instance-major neuron order[j]
     row_of = np.empty(n, np.int64)
