@@ -66,6 +66,12 @@ class Checkpointer:
         """Every complete step on disk, oldest first."""
         return sorted(self._manager.all_steps())
 
+    def delete(self, step: int) -> None:
+        """Remove step `step` (e.g. one from a discarded timeline that a resumed run will redo)."""
+        with _quiet():
+            self._manager.delete(step)
+            self._manager.reload()
+
     def set_aside(self, step: int) -> str:
         """Move a damaged step out of the way (renamed, never deleted) so later saves can use its number.
 

@@ -339,18 +339,26 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
+# Fields added after runs were started whose default is not the behaviour those runs had: a snapshot
+# without the field had this value.
+LEGACY_VALUES = {"model.behaviour_readout": "pooled", "data.extreme": 0.0}
+
+
 def config_changes(saved: dict, current: dict) -> list[str]:
     """Dotted names of config fields that differ between two ``config.to_dict()`` snapshots.
 
-    A field the saved snapshot lacks counts as unchanged while it holds its default
-    (:func:`mesojax.config.base_config`): it was added to mesojax after the run started, and its default
-    is the behaviour that run had.
+    A field the saved snapshot lacks counts as unchanged while it holds the value that run had: its
+    default (:func:`mesojax.config.base_config`; it was added to mesojax after the run started), or its
+    :data:`LEGACY_VALUES` entry where the default changed behaviour.
     """
     a, b = _flatten(saved), _flatten(json.loads(json.dumps(current, default=str)))
     defaults = _flatten(json.loads(json.dumps(config_lib.base_config().to_dict(), default=str)))
+    defaults.update(LEGACY_VALUES)
     changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
                      and not (k not in a and k in defaults and b.get(k) == defaults[k]))
-    return [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
+    # The validation history (train.val_every) is measured with these: they must stay for a resume.
+    scored = ("eval.horizons", "eval.warmup") if b.get("train.val_every") else ()
+    return [k for k in changed if not k.startswith(RESUMABLE_CHANGES) or k in scored]
 
 
 class CheckpointError(RuntimeError):
@@ -489,7 +497,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | No
     record = ckpt.read_record(start) if start else {}
     history = [(int(a), float(b)) for a, b in record.get("validation", [])]
     stopped = bool(record.get("stopped", False))
-    best = checkpoint.Checkpointer(os.path.join(workdir, "best"), max_to_keep=1) if tc.val_every else None
+    best = None
+    if tc.val_every:
+        # Best parameters by step; steps after the resumed one belong to a discarded timeline (redone).
+        best = checkpoint.Checkpointer(os.path.join(workdir, "best"), max_to_keep=None)
+        for later in [b for b in best.all_steps() if b > start]:
+            best.delete(later)
     with open(metrics_path, "a") as log:
         for step in range(start, tc.steps):
             if stopped:
@@ -532,6 +545,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | No
             if done % tc.checkpoint_every == 0 or done == tc.steps or stopped:
                 ckpt.save(done, state, {"step": done, "config": json.loads(json.dumps(config.to_dict(), default=str)),
                                         "validation": history, "stopped": stopped})
+                if best is not None:
+                    _prune_best(best, history, ckpt.all_steps())
     ckpt.close()
     if timings is not None and tc.steps - start > 1:
         timings.add("training", time.perf_counter() - t_train - compiled)
@@ -551,10 +566,12 @@ def _validate(config: ml_collections.ConfigDict, exp: Experiment, state: TrainSt
     improved = not history or mse < min(v for _, v in history)
     history.append((done, mse))
     if improved:
+        if done in best.all_steps():
+            best.delete(done)
         best.save(done, state.params, {"step": done, "val_mse": mse})
     log.write(json.dumps({"step": done, "val_mse": mse}) + "\n")
     log.flush()
-    best_step = min(history, key=lambda x: x[1])[0]
+    best_step = _best_step(history)
     since = sum(1 for s, _ in history if s > best_step)
     logging.info("step %d: validation MSE %.4g (best %.4g at step %d)", done, mse, min(v for _, v in history), best_step)
     patience = int(config.train.patience)
@@ -565,12 +582,29 @@ def _validate(config: ml_collections.ConfigDict, exp: Experiment, state: TrainSt
     return False
 
 
+def _best_step(history: list[tuple[int, float]], upto: float = math.inf) -> int | None:
+    kept = [(s, v) for s, v in history if s <= upto]
+    return min(kept, key=lambda x: x[1])[0] if kept else None
+
+
+def _prune_best(best: checkpoint.Checkpointer, history: list[tuple[int, float]], kept: list[int]) -> None:
+    """Keep only the best steps a resume could still need: the best as of each kept checkpoint, and now."""
+    needed = {_best_step(history, c) for c in kept} | {_best_step(history)}
+    for step in best.all_steps():
+        if step not in needed:
+            best.delete(step)
+
+
 def _select_best(state: TrainState, history: list[tuple[int, float]], best: checkpoint.Checkpointer,
                  workdir: str) -> TrainState:
     """`state` with the parameters of the step with the lowest validation MSE; writes ``validation.json``."""
     if not history:
         return state
     best_step, best_mse = min(history, key=lambda x: x[1])
+    if not math.isfinite(best_mse):
+        logging.warning("no finite validation MSE in %d measurements: evaluating the last step's parameters",
+                        len(history))
+        return state
     summary = {"best_step": best_step, "best_val_mse": best_mse, "last_step": int(state.step),
                "history": [{"step": s, "val_mse": v} for s, v in history]}
     if best_step != int(state.step):

@@ -245,3 +245,39 @@ def test_validation_needs_a_long_enough_validation_segment():
     with pytest.raises(ValueError, match=r"val segment has \d+ frames"):
         train.prepare(short(3, **{"train.val_every": 1, "data.split": (0.79, 0.01, 0.2)}),
                       train.make_mesh(1, jax.devices()[:1]))
+
+
+def test_fields_whose_default_changed_behaviour_compare_with_the_old_behaviour():
+    """A run from before ``behaviour_readout`` / ``data.extreme`` existed had the pooled readout and no
+    exclusion: resuming it under the new defaults would change it silently, so it is refused."""
+    current = short(3).to_dict()
+    saved = json.loads(json.dumps(current, default=str))
+    del saved["model"]["behaviour_readout"], saved["data"]["extreme"]
+    assert train.config_changes(saved, current) == ["data.extreme", "model.behaviour_readout"]
+    current["model"]["behaviour_readout"], current["data"]["extreme"] = "pooled", 0.0
+    assert train.config_changes(saved, current) == []
+
+
+def test_validation_history_pins_the_scored_horizons():
+    current = short(3, **{"train.val_every": 1}).to_dict()
+    saved = json.loads(json.dumps(current, default=str))
+    current["eval"]["horizons"] += 2
+    assert train.config_changes(saved, current) == ["eval.horizons"]
+    saved["train"]["val_every"] = current["train"]["val_every"] = 0
+    assert train.config_changes(saved, current) == []  # without selection, eval settings may change
+
+
+def test_a_resumed_run_redoes_the_best_steps_of_the_discarded_timeline(tmp_path):
+    """Killed after the best parameters at step 20 were saved but before the checkpoint of step 20:
+    the resume from step 10 replays step 20, replaces that best step, and selects as the straight run."""
+    import shutil
+
+    cfg = short(20, **{"train.val_every": 5, "train.checkpoint_every": 10})
+    _, straight = train.train(cfg, str(tmp_path / "a"))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "20")  # as if killed while writing it
+    _, resumed = train.train(cfg, str(tmp_path / "b"))
+    for a, b in zip(jax.tree.leaves(_params(straight)), jax.tree.leaves(_params(resumed))):
+        np.testing.assert_array_equal(a, b)
+    assert json.loads((tmp_path / "a" / "validation.json").read_text()) == \
+        json.loads((tmp_path / "b" / "validation.json").read_text())
