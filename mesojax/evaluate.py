@@ -213,7 +213,9 @@ def _behaviour_table(names: list[str], truth: np.ndarray, pred: dict[str, np.nda
             mean, std, true01 = raw[1][k], raw[2][k], raw[0][:, k]
             known = np.isfinite(true01)
             for who, p in pred.items():
-                label = labels[who][:, k] if who in labels else (p[:, k] * std + mean >= 0.5)
+                own = labels[who][:, k] if who in labels else None
+                # A target 0/1 here but not in the training rows has no threshold: the 0.5 rule applies.
+                label = own if own is not None and np.isfinite(own).all() else (p[:, k] * std + mean >= 0.5)
                 entry[f"{who}_balanced_accuracy"] = metrics.balanced_accuracy(
                     true01[known].astype(int), np.asarray(label)[known].astype(int))
         per[name] = entry

@@ -32,6 +32,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from mesojax import metrics
+from mesojax.data import validation as V
 
 
 VAL_FRACTION = 0.2
@@ -73,24 +74,25 @@ class StateReadout(NamedTuple):
     n_targets: int
 
 
-def balanced_threshold(score: np.ndarray, label: np.ndarray) -> float:
+def balanced_threshold(score: np.ndarray, label: np.ndarray, middle: float = 0.5) -> float:
     """The cut on ``score [T]`` maximising balanced accuracy of ``score ≥ τ`` against 0/1 ``label [T]``.
 
     Ties go to the cut nearest the middle of the two classes' mean scores. NaN labels are skipped; with one
-    class only, the midpoint 0.5 is returned.
+    class only, `middle` (the 0/1 midpoint in the units of `score`) is returned. O(T log T): the true
+    positive and negative rates of every cut come from cumulative counts over the sorted scores.
     """
     keep = np.isfinite(label) & np.isfinite(score)
     s, y = score[keep], label[keep].astype(int)
     if s.size == 0 or y.min() == y.max():
-        return 0.5
+        return float(middle)
     order = np.sort(np.unique(s))
     cuts = np.concatenate([order[:1] - 1.0, (order[1:] + order[:-1]) / 2, order[-1:] + 1.0])
-    pos = y == 1
-    tpr = (s[pos][None, :] >= cuts[:, None]).mean(1)
-    tnr = (s[~pos][None, :] < cuts[:, None]).mean(1)
+    pos, neg = np.sort(s[y == 1]), np.sort(s[y == 0])
+    tpr = 1.0 - np.searchsorted(pos, cuts, side="left") / len(pos)  # share of positives with score >= cut
+    tnr = np.searchsorted(neg, cuts, side="left") / len(neg)  # share of negatives with score < cut
     bal = (tpr + tnr) / 2
     best = np.flatnonzero(bal >= bal.max() - 1e-12)
-    mid = 0.5 * (s[pos].mean() + s[~pos].mean())
+    mid = 0.5 * (pos.mean() + neg.mean())
     return float(cuts[best[np.argmin(np.abs(cuts[best] - mid))]])
 
 
@@ -150,18 +152,33 @@ def fit(x_hat: np.ndarray, x_now: np.ndarray, behaviour: np.ndarray | None, *, c
         score = _predict_group(group, x_hat, x_now)
         for j, kk in enumerate(ks):
             if binary[kk]:
-                threshold[kk] = balanced_threshold(score[:, j], truth01[:, kk])
+                # 0.5 in the units of the fitted (normalised) targets, for a column with one class only.
+                middle = _units_of(behaviour[:, kk], truth01[:, kk], 0.5)
+                threshold[kk] = balanced_threshold(score[:, j], truth01[:, kk], middle)
     lda, use_forecast = None, False
     if modes is not None:
         fit_rows = np.arange(len(modes)) < (1 - VAL_FRACTION) * len(modes)
         both = features(x_hat, x_now)
         score = {}
-        for name, x in (("plain", x_now), ("forecast", both)):
-            held = metrics.linear_decoder(x[fit_rows], modes[fit_rows], discrete=True)
-            score[name] = metrics.balanced_accuracy(modes[~fit_rows], metrics.decode(held, x[~fit_rows]))
-        use_forecast = bool(score["forecast"] > score["plain"])
+        try:
+            for name, x in (("plain", x_now), ("forecast", both)):
+                held = metrics.linear_decoder(x[fit_rows], modes[fit_rows], discrete=True)
+                score[name] = metrics.balanced_accuracy(modes[~fit_rows], metrics.decode(held, x[~fit_rows]))
+            use_forecast = bool(score["forecast"] > score["plain"])
+        except V.ValidationError:  # one mode only in the first rows: no comparison, read x[t] alone
+            use_forecast = False
         lda = metrics.linear_decoder(both if use_forecast else x_now, modes, discrete=True)
     return StateReadout(tuple(groups), threshold, lda, use_forecast, k)
+
+
+def _units_of(fitted: np.ndarray, raw: np.ndarray, value: float) -> float:
+    """`value` (raw units) in the units of `fitted`, an affine image of `raw` (normalised targets)."""
+    ok = np.isfinite(fitted) & np.isfinite(raw)
+    a, b = raw[ok], fitted[ok]
+    if a.size < 2 or np.ptp(a) == 0:
+        return float(b[0] + (value - a[0])) if a.size else float(value)
+    slope = (b.max() - b.min()) / (a.max() - a.min())
+    return float(b[np.argmin(a)] + slope * (value - a.min()))
 
 
 def _predict_group(group: GroupReadout, x_hat: np.ndarray, x_now: np.ndarray) -> np.ndarray:

@@ -148,3 +148,12 @@ def test_a_missing_store_is_one_clear_error(tmp_path):
         sources.load(_store_config(tmp_path / "nothing").data)
     with pytest.raises(ValidationError, match=r"data.path.*not set"):
         sources.load(_store_config("").data)
+
+
+def test_csv_traces_keep_absolute_timestamps_exact(tmp_path):
+    t = 1.7e9 + np.arange(50) / 30.0  # seconds since the epoch, 30 Hz
+    rows = ["time,a,b"] + [f"{x!r},{i},{-i}" for i, x in enumerate(t.tolist())]
+    (tmp_path / "traces.csv").write_text("\n".join(rows) + "\n")
+    rec, _ = importer.read_traces(tmp_path / "traces.csv")
+    np.testing.assert_array_equal(rec.timestamps, t)
+    assert rec.neuron_ids.tolist() == ["a", "b"] and rec.traces.dtype == np.float32

@@ -74,17 +74,18 @@ def read_neurons(path: PathLike, key: str | None = None) -> tuple[np.ndarray, np
 
 
 def _read_matrix(path: PathLike, field: str) -> tuple[np.ndarray, list[str] | None]:
-    """A ``[T, K]`` array from ``.npy`` or CSV (header names returned for CSV)."""
+    """A ``[T, K]`` float64 array from ``.npy`` or CSV (header names returned for CSV); callers cast values
+    to float32, timestamps stay float64 (absolute times need the precision)."""
     src, suffix = str(path), pathlib.Path(path).suffix.lower()
     if suffix == ".npy":
         arr = np.load(path, mmap_mode="r")
         arr = np.asarray(arr).reshape(len(arr), -1)
         V.check_numeric(src, field, arr)
-        return arr.astype(np.float32), None
+        return arr.astype(np.float64), None
     if suffix == ".csv":
         cols = tables.read_csv_columns(path)
         names = list(cols)
-        return np.stack([tables.to_float(src, n, cols[n]) for n in names], axis=1).astype(np.float32), names
+        return np.stack([np.asarray(tables.to_float(src, n, cols[n]), np.float64) for n in names], axis=1), names
     raise V.ValidationError(src, field, None, f"unsupported file type {suffix!r} (use .npy or .csv)")
 
 
@@ -97,6 +98,9 @@ def read_traces(path: PathLike, *, neuron_ids: PathLike | Sequence[Any] | None =
     notes: list[str] = []
     positions = ids = None
     if suffix == ".nwb":
+        if neuron_ids is not None or timestamps is not None or rate_hz is not None:
+            raise V.ValidationError(src, "traces", None, "an NWB file carries its own neuron ids (nwb_id_column) "
+                                    "and timestamps; do not give neuron_ids, timestamps or rate_hz with it")
         rec, report = load_nwb_ophys(path, series=nwb_series, pixel_size_um=pixel_size_um, id_column=nwb_id_column,
                                      positions=pixel_size_um is not None or nwb_id_column is None)
         return rec, report
@@ -110,8 +114,8 @@ def read_traces(path: PathLike, *, neuron_ids: PathLike | Sequence[Any] | None =
                 rate_hz = float(f.attrs["rate_hz"]) if stamps is None and "rate_hz" in f.attrs else rate_hz
                 ids = f["neuron_ids"][()] if "neuron_ids" in f else None
                 positions = np.asarray(f["positions"][()], np.float32) if "positions" in f else None
-        except OSError as err:
-            raise V.ValidationError(src, "file", None, f"cannot read as HDF5: {err}") from None
+        except (OSError, KeyError, ValueError, TypeError) as err:
+            raise V.ValidationError(src, "file", None, f"cannot read as HDF5: {type(err).__name__}: {err}") from None
         if ids is not None and np.asarray(ids).dtype.kind in "SO":
             ids = np.asarray([i.decode() if isinstance(i, bytes) else str(i) for i in ids])
     elif suffix in (".npy", ".csv"):
@@ -143,7 +147,8 @@ def read_traces(path: PathLike, *, neuron_ids: PathLike | Sequence[Any] | None =
         ids = _ids(src, "neuron_ids", ids)
         if len(ids) != traces.shape[1]:
             raise V.ValidationError(src, "neuron_ids", None, f"{len(ids)} ids for {traces.shape[1]} trace columns")
-    rec = Recording(traces=traces, timestamps=stamps, neuron_ids=ids, positions=positions, source=src)
+    rec = Recording(traces=np.asarray(traces, np.float32), timestamps=stamps, neuron_ids=ids, positions=positions,
+                    source=src)
     return rec, LoadReport(src, tuple(notes))
 
 
@@ -207,10 +212,10 @@ def import_circuit(
     extra: dict[str, Any] = {}
     if stimulus is not None:
         stim, _ = _read_matrix(stimulus, "stimulus")
-        extra["stimulus"] = stim
+        extra["stimulus"] = stim.astype(np.float32)
     if behaviour is not None:
         beh, header = _read_matrix(behaviour, "behaviour")
-        extra["behaviour"] = beh
+        extra["behaviour"] = beh.astype(np.float32)
         extra["behaviour_names"] = tuple(behaviour_names or header or [f"behaviour_{k}" for k in range(beh.shape[1])])
     for field, arr in (("stimulus", extra.get("stimulus")), ("behaviour", extra.get("behaviour"))):
         if arr is not None and len(arr) != t:
