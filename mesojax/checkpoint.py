@@ -55,7 +55,8 @@ class Checkpointer:
         )
         with _quiet():
             self._manager = ocp.CheckpointManager(
-                self.directory, options=options, item_names=("state", "record")
+                self.directory, options=options,
+                item_handlers={"state": ocp.StandardCheckpointHandler(), "record": ocp.JsonCheckpointHandler()},
             )
 
     def latest_step(self) -> int | None:
@@ -65,6 +66,14 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         """Every complete step on disk, oldest first."""
         return sorted(self._manager.all_steps())
+
+    def saved_shapes(self, step: int) -> list[tuple[int, ...]]:
+        """The shapes of the arrays stored as step `step`'s state, sorted (read from its metadata only)."""
+        with _quiet():
+            meta = self._manager.item_metadata(step)["state"]
+        tree = getattr(meta, "tree", meta)
+        return sorted(tuple(int(d) for d in getattr(x, "shape", x)) for x in jax.tree.leaves(
+            tree, is_leaf=lambda x: isinstance(x, tuple) or hasattr(x, "shape")))
 
     def delete(self, step: int) -> None:
         """Remove step `step` (e.g. one from a discarded timeline that a resumed run will redo)."""

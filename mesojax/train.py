@@ -396,6 +396,18 @@ def restore_or_init(
                 + ", ".join(changes) + ". Use a new --workdir, or restore the original settings to resume."
             )
         try:
+            saved = ckpt.saved_shapes(step)
+        except Exception as e:  # noqa: BLE001 - unreadable metadata: damaged
+            faults.append(_set_aside(ckpt, step, e))
+            continue
+        now = sorted(tuple(np.shape(x)) for x in jax.tree.leaves(fresh))
+        if saved and saved != now:  # not damage: the data or the model changed under the same config
+            raise ValueError(
+                f"{ckpt.directory}: step {step} holds arrays of other shapes than this run's "
+                f"({len(saved)} arrays, e.g. {_first_difference(saved, now)}): the data changed (neurons, "
+                "locations, behaviour targets) although the config did not. Use a new --workdir, or restore the "
+                "original data to resume.")
+        try:
             state, _ = ckpt.restore(fresh, step)
             if int(state.step) != step:
                 raise ValueError(f"it holds step {int(state.step)}")
@@ -414,6 +426,11 @@ def restore_or_init(
             "aside as damaged-<step>. Start again with a new --workdir, or delete the checkpoints folder to "
             "retrain in this one.")
     return fresh
+
+
+def _first_difference(saved: list, now: list) -> str:
+    extra, missing = sorted(set(saved) - set(now)), sorted(set(now) - set(saved))
+    return f"saved {list(extra[:1]) or '-'} where this run has {list(missing[:1]) or '-'}"
 
 
 def _set_aside(ckpt: checkpoint.Checkpointer, step: int, error: Exception) -> str:

@@ -355,3 +355,44 @@ def test_damaged_hdf5_tables_and_nwb_files_name_the_file(tmp_path, reader, conte
     with pytest.raises(V.ValidationError, match="cannot read the") as info:
         call()
     assert info.value.source == str(path)
+
+
+def test_rare_transients_of_a_sparse_neuron_are_kept():
+    """Large, rare events that belong to the recording (a sparse neuron's transients, under 1 % of frames)
+    form a continuum with its other samples: only glitches set apart by a gap are dropped."""
+    from mesojax.data import windows
+
+    rng = np.random.default_rng(0)
+    t = 20000
+    x = 0.003 * rng.normal(size=(t, 2))
+    for start in np.flatnonzero(rng.random(t) < 0.0015):
+        x[start:start + 20, 0] += np.exp(-np.arange(min(20, t - start)) / 5.0)
+    x[500, 1], x[900, 1] = 1e3, 1e6  # two glitches of different size
+    norm = windows.fit_normalizer(Recording(x.astype(np.float32), np.arange(t) / 10.0, neuron_ids=np.arange(2)),
+                                  (0, t))
+    assert norm.n_extreme.tolist() == [0, 2] and norm.first_extreme[1] == 500
+
+
+def test_changed_data_under_the_same_config_is_named_not_called_damage(tmp_path, straight):
+    source, _ = straight
+    shutil.copytree(source, tmp_path / "w")
+    real = train.load_data
+
+    def fewer(cfg):  # the same config, a recording with one neuron less (e.g. a re-imported store)
+        data = real(cfg)
+        from mesojax.data import union
+
+        keep = np.arange(1, data.recording.n_sources)
+        rec = dataclasses.replace(data.recording, traces=np.asarray(data.recording.traces)[:, keep],
+                                  neuron_ids=data.recording.neuron_ids[keep],
+                                  positions=None if data.recording.positions is None else data.recording.positions[keep])
+        circuit, rec, _ = union.source_circuit(rec, data.connectome)
+        return data._replace(connectome=circuit, recording=rec, neuron_group=data.neuron_group[keep])
+
+    import pytest as _pytest
+
+    with _pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train, "load_data", fewer)
+        with pytest.raises(ValueError, match="arrays of other shapes than this run's .* the data changed"):
+            train.train(_short(6), str(tmp_path / "w"))
+    assert sorted(p.name for p in (tmp_path / "w" / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]

@@ -132,12 +132,20 @@ def _moments(read, t0: int, t1: int, source: str, field: str, lo: np.ndarray | N
     return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32), n_out, first_out
 
 
-def extreme_bounds(read, t0: int, t1: int, factor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column bounds ``median ± factor · max(q99 - median, median - q1)`` from frames ``[t0, t1)``.
+_TOP = 64  # largest deviations tracked per column when looking for the gap that separates glitches
+_GAP = 10.0  # a glitch lies at least this factor beyond every genuine sample
 
-    The 1st and 99th percentiles ignore a few glitches (under 1 % of frames), so a single 1e6 sample
-    cannot widen its own bound; a column whose 1-99 % range is zero gets no bound. Quantiles are taken
-    on at most `_QUANTILE_FRAMES` evenly spaced frames.
+
+def extreme_bounds(read, t0: int, t1: int, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column bounds outside which samples are glitches, from frames ``[t0, t1)``.
+
+    A sample is extreme when its deviation from the median is both beyond
+    ``factor · max(q99 - median, median - q1)`` and separated by a gap of ``_GAP``× from every smaller
+    deviation: glitches (a 1e6 pixel, a dropped-frame spike) stand apart from the recording, while the
+    rare large transients of a sparse neuron form a continuum with its other samples and are kept. The
+    bound sits at the geometric middle of the gap; a column without such a gap gets no bound. Quantiles
+    are taken on at most `_QUANTILE_FRAMES` evenly spaced frames; the largest `_TOP` deviations of every
+    column are tracked over all frames.
     """
     frames = np.unique(np.linspace(t0, t1 - 1, min(t1 - t0, _QUANTILE_FRAMES)).astype(int))
     rows = np.concatenate([np.asarray(read(a, b), np.float64)[frames[(frames >= a) & (frames < b)] - a]
@@ -147,18 +155,35 @@ def extreme_bounds(read, t0: int, t1: int, factor: float) -> tuple[np.ndarray, n
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: caught by the moments' check
         q1, med, q99 = np.nanpercentile(rows, [1, 50, 99], axis=0)
     scale = np.maximum(q99 - med, med - q1)
-    ok = np.isfinite(scale) & (scale > 0)
-    lo = np.where(ok, med - factor * scale, -np.inf).astype(np.float64)
-    hi = np.where(ok, med + factor * scale, np.inf).astype(np.float64)
-    return lo, hi
+    n_cols = rows.shape[1]
+    top = np.zeros((0, n_cols))
+    for a in range(t0, t1, _STATS_CHUNK):
+        v = np.abs(np.asarray(read(a, min(a + _STATS_CHUNK, t1)), np.float64) - med)
+        v = np.where(np.isfinite(v), v, 0.0)
+        top = np.concatenate([top, v])
+        if len(top) > _TOP:
+            top = -np.partition(-top, _TOP - 1, axis=0)[:_TOP]
+    top = -np.sort(-top, axis=0)  # [m, N], largest deviation first
+    threshold = np.full(n_cols, np.inf)
+    for j in np.flatnonzero(np.isfinite(scale) & (scale > 0)):
+        d = top[:, j]
+        big = d > factor * scale[j]
+        gaps = np.flatnonzero(big[:-1] & (d[:-1] > _GAP * np.maximum(d[1:], 1e-300)))
+        if gaps.size:
+            k = gaps[-1]  # the lowest gap: every deviation above it is a glitch
+            threshold[j] = np.sqrt(d[k] * max(d[k + 1], factor * scale[j]))
+    lo = np.where(np.isfinite(threshold), med - threshold, -np.inf)
+    hi = np.where(np.isfinite(threshold), med + threshold, np.inf)
+    return lo.astype(np.float64), hi.astype(np.float64)
 
 
 def fit_normalizer(recording: Recording, segment: tuple[int, int], extreme: float | None = 50.0) -> Normalizer:
     """Per-neuron (and per-behaviour) mean and std over `segment`, ignoring NaN, in time chunks.
 
-    With `extreme`, trace samples beyond :func:`extreme_bounds` (``factor = extreme``) are left out of the
-    statistics and read as missing (:func:`apply`); one 1e6 glitch would otherwise set its neuron's std
-    and flatten it for the whole run. ``None`` or 0 keeps every sample.
+    With `extreme`, glitches (:func:`extreme_bounds`, ``factor = extreme``: far beyond the 1-99 % range
+    and set apart from every other sample by a 10× gap) are left out of the statistics and read as
+    missing (:func:`apply`); one 1e6 glitch would otherwise set its neuron's std and flatten it for the
+    whole run. ``None`` or 0 keeps every sample.
 
     Raises:
       ValidationError: naming the column (in ``row``) of a neuron with < 2 observed training samples, or
