@@ -688,3 +688,72 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     report.write_timings(workdir, timings)
     logging.info("time per phase:\n%s", progress.table(timings))
     return results
+
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run in `workdir` was trained with (from its latest intact checkpoint's record).
+
+    Raises:
+      FileNotFoundError: `workdir` holds no checkpoint.
+    """
+    folder = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{workdir}: no checkpoints/ folder (is this a mesojax workdir?)")
+    ckpt = checkpoint.Checkpointer(folder, max_to_keep=None)
+    try:
+        for step in reversed(ckpt.all_steps()):
+            try:
+                return ml_collections.ConfigDict(_tuples(ckpt.read_record(step)["config"]))
+            except Exception:  # noqa: BLE001 - an unreadable record: try the previous step
+                continue
+    finally:
+        ckpt.close()
+    raise FileNotFoundError(f"{folder}: no checkpoint with a readable config")
+
+
+def _tuples(tree: Any) -> Any:
+    """JSON lists back to the tuples a config holds (hashable, as in the specs built from it)."""
+    if isinstance(tree, dict):
+        return {k: _tuples(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return tuple(_tuples(v) for v in tree)
+    return tree
+
+
+def rewrite_report(workdir: str) -> dict:
+    """Write the report files of a finished run again, from its checkpoint and ``metrics.json``.
+
+    Nothing is retrained or re-evaluated: the parameters are restored (the selected ones, with
+    ``train.val_every``), the partition is recomputed, and figures, ``partition.csv``, ``motif_map.json``,
+    ``filters.txt`` and ``metrics.json`` are written from the saved evaluation, also for every held-out
+    animal of ``config.transfer.animals``. Returns the saved evaluation results.
+
+    Raises:
+      FileNotFoundError: not a finished run (no checkpoint, or no ``metrics.json``).
+    """
+    config = saved_config(workdir)
+    check_config(config)
+    folders = [(config, workdir)]
+    if config.get("transfer") is not None and config.transfer.animals:
+        folders += [(transfer.transfer_config(config, a), os.path.join(workdir, "transfer", a))
+                    for a in config.transfer.animals]
+    results = None
+    for cfg, folder in folders:
+        path = os.path.join(folder, "metrics.json")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: missing; the run has not finished (run scripts/train.py to complete it)")
+        with open(path) as f:
+            saved = json.load(f)
+        saved.pop("filters", None)
+        with workdir_lib.hold(folder):
+            mesh = make_mesh(cfg.mesh.space)
+            exp = prepare(cfg, mesh)
+            exp, state = _train(cfg, folder, exp, mesh, None, None)
+            if int(state.step) < cfg.train.steps and not os.path.exists(os.path.join(folder, "validation.json")):
+                raise FileNotFoundError(f"{folder}: trained to step {int(state.step)} of {cfg.train.steps}; finish it "
+                                        "with scripts/train.py first")
+            part = evaluate.partition(exp.spec, state.params, exp.inputs, evaluate.final_temperatures(cfg))
+            report.write(folder, cfg, exp, state.params, saved, part)
+        results = saved if results is None else results
+    logging.info("rewrote the report in %s", workdir)
+    return results

@@ -32,7 +32,8 @@ def main(argv):
     if _CACHE.value:
         train.enable_compilation_cache(_CACHE.value)
     results = train.run(_CONFIG.value, _WORKDIR.value)
-    logging.info("wrote %s; summary: %s", _WORKDIR.value, evaluate.summary(results))
+    logging.info("wrote %s", _WORKDIR.value)
+    print(evaluate.summary(results))
 
 
 if __name__ == "__main__":

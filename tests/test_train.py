@@ -55,7 +55,7 @@ def test_end_to_end_tiny_writes_every_output(tiny_run):
     logged = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
     assert [m["step"] for m in logged] == list(range(1, 7))
     assert set(losses.TERMS) <= set(logged[0])
-    assert "h=1: model R²=" in train.evaluate.summary(results)
+    assert "model/best" in train.evaluate.summary(results).splitlines()[0]
     timings = json.loads((workdir / "timings.json").read_text())
     expected = {"load data", "initial parameters", "compile (first step)", "training", "forecast model", "report",
                 *(f"fit {name}" for name in cfg.eval.baselines)}
@@ -281,3 +281,31 @@ def test_a_resumed_run_redoes_the_best_steps_of_the_discarded_timeline(tmp_path)
         np.testing.assert_array_equal(a, b)
     assert json.loads((tmp_path / "a" / "validation.json").read_text()) == \
         json.loads((tmp_path / "b" / "validation.json").read_text())
+
+
+def test_the_report_is_rewritten_from_a_finished_workdir(tiny_run, tmp_path):
+    """``scripts/report.py`` / ``train.rewrite_report``: same files from the checkpoint and metrics.json."""
+    import shutil
+
+    cfg, workdir, results = tiny_run
+    copy = tmp_path / "w"
+    shutil.copytree(workdir, copy)
+    for name in ("partition.csv", "motif_map.json", "filters.txt"):
+        (copy / name).unlink()
+    shutil.rmtree(copy / "figures")
+    again = train.rewrite_report(str(copy))
+    assert again["forecast"]["model"]["mse"] == pytest.approx(results["forecast"]["model"]["mse"])
+    for name in ("partition.csv", "motif_map.json", "filters.txt", "metrics.json"):
+        assert (copy / name).read_text() == (workdir / name).read_text(), name
+    assert (copy / "figures" / "forecast.png").is_file()
+    table = train.evaluate.summary(again).splitlines()
+    assert table[0].split()[:3] == ["h", "model", "MSE"] and len(table) == 1 + cfg.eval.horizons + 1
+
+
+def test_rewriting_the_report_of_an_unfinished_or_missing_run_is_one_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoints/ folder"):
+        train.rewrite_report(str(tmp_path))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "report.py"), "--workdir", str(tmp_path / "none")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 1 and out.stderr.startswith("error: FileNotFoundError") and "Traceback" not in out.stderr
