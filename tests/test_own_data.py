@@ -157,3 +157,17 @@ def test_csv_traces_keep_absolute_timestamps_exact(tmp_path):
     rec, _ = importer.read_traces(tmp_path / "traces.csv")
     np.testing.assert_array_equal(rec.timestamps, t)
     assert rec.neuron_ids.tolist() == ["a", "b"] and rec.traces.dtype == np.float32
+
+
+def test_the_store_source_registers_by_position(files, tmp_path):
+    import dataclasses
+
+    _, ph, _ = files
+    storage.write_connectome(tmp_path / "s" / "connectome", ph.circuit.connectome)
+    anonymous = dataclasses.replace(ph.recording, neuron_ids=None)  # positions only, as imaged
+    storage.write_recording(tmp_path / "s" / "recording", anonymous)
+    with pytest.raises(ValidationError, match="no neuron ids to register by"):
+        sources.load(_store_config(tmp_path / "s").data)
+    data = sources.load(_store_config(tmp_path / "s", **{"data.register": "position", "data.tol_um": 0.5}).data)
+    np.testing.assert_array_equal(data.connectome.ids, ph.recording.neuron_ids.astype(str))  # circuit ids are names
+    assert "registered by position" in str(data.reports["registration"])

@@ -38,7 +38,7 @@ from mesojax.data import validation as V
 from mesojax.data.connectome import Connectome
 from mesojax.data.nwb import load_nwb_ophys
 from mesojax.data.recording import Recording
-from mesojax.data.registration import register_by_id, register_by_position
+from mesojax.data.registration import matched_ids, register_by_id, register_by_position
 from mesojax.data.tables import LoadReport
 
 PathLike = str | os.PathLike
@@ -226,11 +226,7 @@ def import_circuit(
         if rec.positions is None:
             raise V.ValidationError(str(traces), "positions", None, "registration by position needs source "
                                     "positions (NWB masks with pixel_size_um, or an HDF5 'positions' dataset)")
-        reg = register_by_position(rec, connectome, tol_um=tol_um)
-        known = reg.neuron >= 0
-        ids = (np.where(known, connectome.ids[np.maximum(reg.neuron, 0)], -1).astype(np.int64)
-               if connectome.ids.dtype.kind in "iu"
-               else np.where(known, connectome.ids[np.maximum(reg.neuron, 0)].astype(str), ""))
+        ids = matched_ids(register_by_position(rec, connectome, tol_um=tol_um), connectome)
     elif register != "id":
         raise V.ValidationError("import", "register", None, f"{register!r} is not 'id' or 'position'")
     if ids is None:

@@ -134,3 +134,13 @@ def register_by_position(recording: Recording, connectome: Connectome, *, tol_um
                  f"no neuron within {tol_um} µm"),
     )
     return Registration(neuron, distance, "position", reason.astype(str))
+
+
+def matched_ids(reg: Registration, connectome: Connectome) -> np.ndarray:
+    """``[R]`` the connectome id each source registered to, in the connectome's id type; unregistered
+    sources get the missing-id marker (-1 for integer ids, "" for names)."""
+    known = reg.neuron >= 0
+    picked = connectome.ids[np.maximum(reg.neuron, 0)]
+    if connectome.ids.dtype.kind in "iu":
+        return np.where(known, picked, -1).astype(np.int64)
+    return np.where(known, picked.astype(str), "")

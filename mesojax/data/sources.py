@@ -33,7 +33,7 @@ from mesojax.data import celegans, storage, synthetic, union
 from mesojax.data import validation as V
 from mesojax.data.connectome import Connectome
 from mesojax.data.recording import Recording
-from mesojax.data.registration import register_by_position
+from mesojax.data.registration import matched_ids, register_by_position
 from mesojax.data.tables import LoadReport
 
 
@@ -167,11 +167,7 @@ def load_store(cfg: ml_collections.ConfigDict) -> Data:
 def _ids_by_position(recording: Recording, connectome: Connectome, tol_um: float) -> tuple[Recording, str]:
     """The recording with ``neuron_ids`` set to the connectome neuron at each source's position ("" if none)."""
     reg = register_by_position(recording, connectome, tol_um=tol_um)
-    known = reg.neuron >= 0
-    if connectome.ids.dtype.kind in "iu":  # integer ids (segment ids): -1 marks an unregistered source
-        ids = np.where(known, connectome.ids[np.maximum(reg.neuron, 0)], -1).astype(np.int64)
-    else:
-        ids = np.where(known, connectome.ids[np.maximum(reg.neuron, 0)].astype(str), "")
+    ids = matched_ids(reg, connectome)
     renamed = Recording(
         traces=recording.traces, timestamps=recording.timestamps, rate_hz=recording.rate_hz,
         positions=recording.positions, neuron_ids=ids, stimulus=recording.stimulus, behaviour=recording.behaviour,
