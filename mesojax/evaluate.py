@@ -75,15 +75,25 @@ def validation_mse(config: ml_collections.ConfigDict, exp: Any, params: model.Pa
     frames), from every ``train.val_stride``-th start. Used to select the checkpoint and stop early
     (``train.val_every``).
     """
+    out = _model_forecasts(config, exp, params, normalised_traces(exp, "val"), stimulus(exp, "val"),
+                           config.train.val_stride)
+    return float(np.mean(out["mse"]))
+
+
+def _model_forecasts(config: ml_collections.ConfigDict, exp: Any, params: model.Params, x: np.ndarray,
+                     stim: np.ndarray, stride: int) -> dict[str, np.ndarray]:
+    """:func:`metrics.forecast_metrics` of the model over a segment ``x [T, N]``: final temperatures,
+    ``eval.warmup`` teacher-forced frames, horizons ``1..eval.horizons``, every ``stride``-th start.
+
+    Missing inputs are filled with 0 (the training mean in normalised units); NaN targets are masked.
+    """
     spec, inputs = exp.spec, exp.inputs
     temps = final_temperatures(config)
-    out = metrics.forecast_metrics(
-        spec, (params, context(spec, params, inputs, temps), inputs, temps), normalised_traces(exp, "val"),
-        history=config.eval.warmup + spec.history, horizons=range(1, config.eval.horizons + 1),
-        stride=config.train.val_stride, exog=stimulus(exp, "val"), rollout=model_rollout,
-        fill=np.zeros(spec.n_neurons, np.float32),
+    return metrics.forecast_metrics(
+        spec, (params, context(spec, params, inputs, temps), inputs, temps), x,
+        history=config.eval.warmup + spec.history, horizons=range(1, config.eval.horizons + 1), stride=stride,
+        exog=stim, rollout=model_rollout, fill=np.zeros(spec.n_neurons, np.float32),
     )
-    return float(np.mean(out["mse"]))
 
 
 def stimulus(exp: Any, segment: str) -> np.ndarray:
@@ -312,21 +322,14 @@ def forecasts(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
       ``name -> metrics.forecast_metrics(...)`` over all neurons (per-neuron entries included, so any
       subset can be pooled with :func:`metrics.pool_neurons`), for :data:`MODEL_KEYS` and every baseline.
     """
-    spec, inputs = exp.spec, exp.inputs
-    temps = final_temperatures(config)
     test_x, test_stim = normalised_traces(exp, "test"), stimulus(exp, "test")
     horizons = range(1, config.eval.horizons + 1)
-    window = config.eval.warmup + spec.history
+    window = config.eval.warmup + exp.spec.history
     forecast = {}
     for name, arch in zip(MODEL_KEYS, (params.arch, basis.discretize(params.arch))):
-        p = params._replace(arch=arch)
-        # Missing inputs are filled with 0 (the training mean in normalised units); NaN targets are masked.
         with progress.phase(f"forecast {name}", timings):
-            forecast[name] = metrics.forecast_metrics(
-                spec, (p, context(spec, p, inputs, temps), inputs, temps), test_x, history=window,
-                horizons=horizons, stride=config.eval.stride, exog=test_stim, rollout=model_rollout,
-                fill=np.zeros(spec.n_neurons, np.float32),
-            )
+            forecast[name] = _model_forecasts(config, exp, params._replace(arch=arch), test_x, test_stim,
+                                              config.eval.stride)
     columns = group_columns(exp)
     for name in fitted[0]:
         with progress.phase(f"forecast {name}", timings):

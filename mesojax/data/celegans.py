@@ -323,24 +323,16 @@ def load_labels(labels_csv: PathLike, uid: str) -> dict[str, np.ndarray]:
     return {"col": col, "label": label, "confidence": confidence, "row": rows}
 
 
-_H5_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError)  # what h5py raises on a damaged file
-
-
 def _read(f: h5py.File, source: str, name: str, t: int | None = None) -> np.ndarray:
     """A numeric dataset, checked to exist, to be numeric and (when `t` is given) to have T rows.
 
     A dataset that h5py cannot read (a damaged or truncated file) is a ValidationError naming it.
     """
-    try:
+    with V.file_errors(source, name, what="HDF5 dataset"):
         node = f.get(name)
         if not isinstance(node, h5py.Dataset):
             raise V.ValidationError(source, name, None, "missing dataset")
         value = node[()]
-    except V.ValidationError:
-        raise
-    except _H5_ERRORS as err:
-        raise V.ValidationError(source, name, None, f"unreadable dataset (damaged or truncated file?): "
-                                f"{type(err).__name__}: {' '.join(str(err).split())[:200]}") from None
     V.check_numeric(source, name, value)
     if t is not None and (value.ndim == 0 or value.shape[0] != t):
         raise V.ValidationError(source, name, None, f"shape {list(np.shape(value))} does not have T={t} rows")
@@ -349,11 +341,8 @@ def _read(f: h5py.File, source: str, name: str, t: int | None = None) -> np.ndar
 
 def _open_h5(path: PathLike) -> h5py.File:
     """Open an HDF5 file for reading; a missing, unreadable or damaged file is a ValidationError naming it."""
-    try:
+    with V.file_errors(str(path), "file", what="HDF5 file"):
         return h5py.File(path, "r")
-    except _H5_ERRORS as err:
-        raise V.ValidationError(str(path), "file", None, f"cannot open as HDF5 (missing, unreadable or damaged): "
-                                f"{type(err).__name__}: {' '.join(str(err).split())[:200]}") from None
 
 
 def load_recording(

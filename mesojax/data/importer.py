@@ -105,17 +105,14 @@ def read_traces(path: PathLike, *, neuron_ids: PathLike | Sequence[Any] | None =
                                      positions=pixel_size_um is not None or nwb_id_column is None)
         return rec, report
     if suffix in (".h5", ".hdf5"):
-        try:
-            with h5py.File(path, "r") as f:
-                if "traces" not in f:
-                    raise V.ValidationError(src, "traces", None, f"missing dataset (have {sorted(f)})")
-                traces = np.asarray(f["traces"][()], np.float32)
-                stamps = np.asarray(f["timestamps"][()], np.float64) if "timestamps" in f else None
-                rate_hz = float(f.attrs["rate_hz"]) if stamps is None and "rate_hz" in f.attrs else rate_hz
-                ids = f["neuron_ids"][()] if "neuron_ids" in f else None
-                positions = np.asarray(f["positions"][()], np.float32) if "positions" in f else None
-        except (OSError, KeyError, ValueError, TypeError) as err:
-            raise V.ValidationError(src, "file", None, f"cannot read as HDF5: {type(err).__name__}: {err}") from None
+        with V.file_errors(src, "file", what="HDF5 traces file"), h5py.File(path, "r") as f:
+            if "traces" not in f:
+                raise V.ValidationError(src, "traces", None, f"missing dataset (have {sorted(f)})")
+            traces = np.asarray(f["traces"][()], np.float32)
+            stamps = np.asarray(f["timestamps"][()], np.float64) if "timestamps" in f else None
+            rate_hz = float(f.attrs["rate_hz"]) if stamps is None and "rate_hz" in f.attrs else rate_hz
+            ids = f["neuron_ids"][()] if "neuron_ids" in f else None
+            positions = np.asarray(f["positions"][()], np.float32) if "positions" in f else None
         if ids is not None and np.asarray(ids).dtype.kind in "SO":
             ids = np.asarray([i.decode() if isinstance(i, bytes) else str(i) for i in ids])
     elif suffix in (".npy", ".csv"):

@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable, NamedTuple
 
@@ -168,11 +169,6 @@ def _ids_by_position(recording: Recording, connectome: Connectome, tol_um: float
     """The recording with ``neuron_ids`` set to the connectome neuron at each source's position ("" if none)."""
     reg = register_by_position(recording, connectome, tol_um=tol_um)
     ids = matched_ids(reg, connectome)
-    renamed = Recording(
-        traces=recording.traces, timestamps=recording.timestamps, rate_hz=recording.rate_hz,
-        positions=recording.positions, neuron_ids=ids, stimulus=recording.stimulus, behaviour=recording.behaviour,
-        behaviour_names=recording.behaviour_names, modes=recording.modes, mode_names=recording.mode_names,
-        source=recording.source,
-    )
+    renamed = dataclasses.replace(recording, neuron_ids=ids)
     return renamed, f"registered by position (tolerance {tol_um} µm): {int((reg.neuron >= 0).sum())} of " \
                     f"{len(reg.neuron)} sources matched a connectome neuron"
