@@ -47,7 +47,7 @@ def measure(size: str, steps: int, run_eval: bool) -> dict:
     import numpy as np
 
     from mesojax import config as config_lib
-    from mesojax import evaluate, optim, train
+    from mesojax import evaluate, experiment, optim, train
     from mesojax.data import windows
 
     overrides = {"train.steps": steps + 1}
@@ -68,7 +68,7 @@ def measure(size: str, steps: int, run_eval: bool) -> dict:
 
     t = time.perf_counter()
     mesh = train.make_mesh(1)
-    exp = train.prepare(cfg, mesh)
+    exp = experiment.prepare(cfg, mesh)
     out["prepare_s"] = time.perf_counter() - t
     out["n_neurons"], out["n_locations"] = exp.spec.n_neurons, exp.spec.n_locations
     t = time.perf_counter()

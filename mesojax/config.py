@@ -37,7 +37,13 @@ def base_config() -> ml_collections.ConfigDict:
         calcium_noise=ml_collections.FieldReference(None, field_type=float),
         instance_height_um=ml_collections.FieldReference(None, field_type=float),  # columnar instances
     ))
-    c.data.split = (0.7, 0.1, 0.2)  # train / val / test fractions of time
+    c.data.split = (0.7, 0.1, 0.2)  # train / val / test fractions of time (or of trials, below)
+    # A recording of several trials (Recording.trial_starts) is never joined across trials: "time" splits
+    # every trial with data.split; "trial" holds out whole trials (mesojax.data.windows.split).
+    c.data.split_by = "time"
+    # Stimulus channels with positions (Recording.stimulus_positions): each receptive field reads only the
+    # channels inside it (retinotopic); False gives every location the whole stimulus vector.
+    c.data.retinotopic = True
     # Trace samples beyond median ± extreme · (1-99 % half-range) of their neuron read as missing and are
     # reported (data_report.txt); 0 keeps every sample (mesojax.data.windows.fit_normalizer).
     c.data.extreme = 50.0

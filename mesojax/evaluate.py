@@ -1,13 +1,16 @@
 """Evaluation: held-out forecasts against baselines, planted-truth recovery on phantoms, behaviour.
 
-All forecasts are scored by :func:`mesojax.metrics.forecast_metrics` on the held-out test segment, in
-normalised units (per-neuron z-scores from the training segment), at horizons ``1..config.eval.horizons``.
+All forecasts are scored by :func:`mesojax.metrics.forecast_metrics` on the held-out test segment (its
+pieces: a forecast never crosses a trial boundary), in normalised units (per-neuron z-scores from the training segment), at horizons ``1..config.eval.horizons``.
 The fitted model is scored by the same function with its own rollout (:func:`model_rollout`): from a
 window of ``warmup + H`` observed frames, fed teacher-forced (building the recurrent filter state from
 zero), it forecasts freely with the recorded stimulus. Every forecaster starts at the same frames.
 
 On phantoms the partition is compared with the planted truth: domain ARI against module instances,
-Hungarian matching of filters to motif types, and filters in use against the planted K.
+Hungarian matching of filters to motif types, and filters in use against the planted K. Any partition
+the data knows (cell types, a phantom's instances and motifs, labels a data source passes,
+:attr:`mesojax.experiment.Experiment.labels`) is scored against the fitted domains and filters
+(:func:`label_scores`), and every forecast keeps its per-neuron entries (:func:`per_neuron_table`).
 
 Example (see ``tests/test_train.py`` for a full run)::
 
@@ -18,7 +21,7 @@ Example (see ``tests/test_train.py`` for a full run)::
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,17 +30,10 @@ import numpy as np
 import scipy.sparse
 
 from mesojax import assign, baselines, basis, losses, metrics, model, optim, progress, readout
-from mesojax.data import windows
+from mesojax.experiment import Experiment, segment_stimulus, segment_traces
 
 MODEL_KEYS = ("model", "model_hard")
 """Forecast entries of the fitted model: soft architecture at the final temperature, and discretised."""
-
-
-def normalised_traces(exp: Any, segment: str) -> np.ndarray:
-    """The recording's traces over a time segment, z-scored with the training statistics (NaN kept;
-    extreme samples, :class:`mesojax.data.windows.Normalizer`, read as NaN)."""
-    t0, t1 = exp.segments[segment]
-    return windows.apply(exp.norm, exp.recording.traces[t0:t1])
 
 
 def final_temperatures(config: ml_collections.ConfigDict) -> model.Temperatures:
@@ -68,21 +64,21 @@ def model_rollout(spec: model.ModelSpec, params: tuple, window: jax.Array, exog:
     return outs.x_next[-n_steps:]
 
 
-def validation_mse(config: ml_collections.ConfigDict, exp: Any, params: model.Params) -> float:
+def validation_mse(config: ml_collections.ConfigDict, exp: Experiment, params: model.Params) -> float:
     """Forecast MSE on the validation segment, averaged over horizons ``1..eval.horizons``.
 
     The model is scored as it will be evaluated (final temperatures, ``eval.warmup`` teacher-forced
     frames), from every ``train.val_stride``-th start. Used to select the checkpoint and stop early
     (``train.val_every``).
     """
-    out = _model_forecasts(config, exp, params, normalised_traces(exp, "val"), stimulus(exp, "val"),
+    out = _model_forecasts(config, exp, params, segment_traces(exp, "val"), segment_stimulus(exp, "val"),
                            config.train.val_stride)
     return float(np.mean(out["mse"]))
 
 
-def _model_forecasts(config: ml_collections.ConfigDict, exp: Any, params: model.Params, x: np.ndarray,
-                     stim: np.ndarray, stride: int) -> dict[str, np.ndarray]:
-    """:func:`metrics.forecast_metrics` of the model over a segment ``x [T, N]``: final temperatures,
+def _model_forecasts(config: ml_collections.ConfigDict, exp: Experiment, params: model.Params,
+                     x: list[np.ndarray], stim: list[np.ndarray], stride: int) -> dict[str, np.ndarray]:
+    """:func:`metrics.forecast_metrics` of the model over a segment's pieces ``[T_p, N]``: final temperatures,
     ``eval.warmup`` teacher-forced frames, horizons ``1..eval.horizons``, every ``stride``-th start.
 
     Missing inputs are filled with 0 (the training mean in normalised units); NaN targets are masked.
@@ -96,37 +92,32 @@ def _model_forecasts(config: ml_collections.ConfigDict, exp: Any, params: model.
     )
 
 
-def stimulus(exp: Any, segment: str) -> np.ndarray:
-    """The stimulus over a time segment ``[T_seg, S]`` (``S = 0`` without stimulus)."""
-    t0, t1 = exp.segments[segment]
-    rec = exp.recording
-    return (rec.stimulus[t0:t1] if rec.stimulus is not None else np.zeros((t1 - t0, 0))).astype(np.float32)
-
-
-def connectome_mask(exp: Any) -> scipy.sparse.csr_matrix:
+def connectome_mask(exp: Experiment) -> scipy.sparse.csr_matrix:
     """``mask[i, j]`` = neuron j synapses onto neuron i (the masked VAR's allowed inputs), sparse ``[N, N]``."""
     return scipy.sparse.csr_matrix(exp.connectome.weighted().T > 0)
 
 
-def group_columns(exp: Any) -> list[np.ndarray]:
+def group_columns(exp: Experiment) -> list[np.ndarray]:
     """The neuron columns of every group (animal) of the experiment's circuit, in group order."""
     return [np.flatnonzero(exp.neuron_group == g) for g in range(len(exp.group_names))]
 
 
-def fit_baselines(config: ml_collections.ConfigDict, exp: Any, train_x: np.ndarray,
+def fit_baselines(config: ml_collections.ConfigDict, exp: Experiment, train_x: list[np.ndarray],
                   columns: np.ndarray | None = None, timings: progress.Timings | None = None) -> dict[str, tuple]:
     """Fit every configured baseline on the normalised training traces: ``name -> (forecaster, params)``.
 
     Autoregressive baselines see as many frames as the model's input (order / history ``H``).
 
     Args:
+      train_x: the training segment's pieces ``[T_p, N]`` (:func:`mesojax.experiment.segment_traces`); no
+        training pair joins two pieces.
       columns: the neurons to fit on (default: all). Baselines of a disjoint union are fitted per group,
         so that no baseline weight joins two independent animals.
       timings: records each fit's duration under ``fit <name>`` (:mod:`mesojax.progress`).
     """
     out = {}
     h = exp.spec.history
-    cols = np.arange(train_x.shape[1]) if columns is None else np.asarray(columns)
+    cols = np.arange(train_x[0].shape[1]) if columns is None else np.asarray(columns)
     for name in config.eval.baselines:
         opts: dict[str, Any] = {}
         if name in ("ar", "ridge_var", "masked_var"):
@@ -139,7 +130,7 @@ def fit_baselines(config: ml_collections.ConfigDict, exp: Any, train_x: np.ndarr
         with progress.phase(f"fit {name}", timings):  # summed over the groups of a union
             # Blocked on: jax returns before a jitted fit (the MLP's) has run, and its time would land
             # in the next phase.
-            out[name] = (forecaster, jax.block_until_ready(forecaster.fit(train_x[:, cols])))
+            out[name] = (forecaster, jax.block_until_ready(forecaster.fit([x[:, cols] for x in train_x])))
     return out
 
 
@@ -202,6 +193,52 @@ def truth_recovery(part: dict[str, np.ndarray], truth: Any, n_filters: int) -> d
     }
 
 
+def label_scores(part: dict[str, np.ndarray], labels: dict[str, np.ndarray], n_filters: int,
+                 max_contingency: int = 200) -> dict[str, Any]:
+    """The fitted domains and filters scored against each known partition of the neurons.
+
+    For every labelling (cell types, planted instances, anatomical columns, ...) over the neurons whose
+    label is known ("" or -1 = unknown) and that a domain claims: ARI of the domains
+    (location, filter pairs) and ARI of the filters against the labels, and the contingency table of
+    filters against labels (``label -> neurons per filter``; left out beyond `max_contingency` labels).
+
+    Args:
+      part: :func:`partition`'s output (``location``, ``filter`` ``[N]``; -1 = unclaimed).
+      labels: ``name -> [N]`` labels.
+      n_filters: B.
+
+    Returns:
+      ``name -> {"domain_ari", "filter_ari", "n_labels", "n_scored", "contingency"}``.
+    """
+    out = {}
+    claimed = (part["location"] >= 0) & (part["filter"] >= 0)
+    domain = part["location"].astype(np.int64) * n_filters + part["filter"]
+    for name, values in labels.items():
+        values = np.asarray(values)
+        known = claimed & ((values != "") if values.dtype.kind in "US" else (values >= 0))
+        if known.sum() < 2:
+            continue
+        lab = values[known].astype(str)
+        entry: dict[str, Any] = {
+            "domain_ari": metrics.adjusted_rand_index(lab, domain[known]),
+            "filter_ari": metrics.adjusted_rand_index(lab, part["filter"][known]),
+            "n_labels": int(len(np.unique(lab))), "n_scored": int(known.sum()),
+        }
+        if entry["n_labels"] <= max_contingency:
+            filt = part["filter"][known]
+            entry["contingency"] = {
+                str(v): np.bincount(filt[lab == v], minlength=n_filters).tolist() for v in np.unique(lab)}
+        out[name] = entry
+    return out
+
+
+def per_neuron(forecast: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    """Per-neuron forecast scores of every forecaster: ``name -> {"mse", "r2"}``, each ``[K, N]``
+    (horizons × neurons; NaN where a neuron has no scored target)."""
+    return {name: {"mse": np.asarray(m["mse_per_neuron"]), "r2": np.asarray(m["r2_per_neuron"])}
+            for name, m in forecast.items()}
+
+
 def _binary(values: np.ndarray) -> bool:
     finite = values[np.isfinite(values)]
     return bool(finite.size) and bool(np.isin(finite, (0.0, 1.0)).all())
@@ -233,82 +270,123 @@ def _behaviour_table(names: list[str], truth: np.ndarray, pred: dict[str, np.nda
     return out
 
 
-def behaviour_scores(exp: Any, params: model.Params, temps: model.Temperatures,
-                     train_x: np.ndarray) -> dict[str, Any]:
+class _Rows(NamedTuple):
+    """A segment's frames as behaviour rows, piece by piece and joined (no row pairs two trials).
+
+    Model rows are ``t = H-1 .. T_p-2`` of every piece (the model needs H frames); decoder rows are
+    ``t = 0 .. T_p-2``. Every row pairs ``x[t]`` with what happens at ``t + 1``.
+    """
+
+    x_now: np.ndarray  # [R, N] x[t], NaN as 0 (the training mean)
+    x_next: np.ndarray | None  # [R, N] the model's one-step forecast of x[t+1] (None: not computed)
+    behaviour: np.ndarray | None  # [R, Kc] the f* readout's prediction of behaviour[t+1]
+    mode_logits: np.ndarray | None  # [R, n_modes]
+    raw: np.ndarray | None  # [R, Kc] raw behaviour at t+1
+    modes: np.ndarray | None  # [R] mode at t+1
+    dec_x: np.ndarray  # [R', N] decoder rows x[t]
+    dec_raw: np.ndarray | None  # [R', Kc] raw behaviour at t+1
+    dec_modes: np.ndarray | None  # [R'] mode at t+1
+    all_raw: np.ndarray | None  # [T_seg, Kc] every raw behaviour frame of the segment
+
+
+def _behaviour_rows(exp: Experiment, params: model.Params, temps: model.Temperatures, segment: str,
+                    x_pieces: list[np.ndarray], predict: bool) -> _Rows:
+    rec, spec, h = exp.recording, exp.spec, exp.spec.history
+    parts: dict[str, list] = {k: [] for k in _Rows._fields}
+    for (a, b), x, stim in zip(exp.segments[segment], x_pieces, segment_stimulus(exp, segment)):
+        x = np.nan_to_num(x)
+        if len(x) > h:
+            parts["x_now"].append(x[h - 1:-1])
+            if predict:
+                outs = one_step_predictions(spec, params, exp.inputs, temps, jnp.asarray(x), jnp.asarray(stim))
+                parts["x_next"].append(np.asarray(outs.x_next))
+                parts["behaviour"].append(np.asarray(outs.behaviour))
+                parts["mode_logits"].append(np.asarray(outs.mode_logits))
+            if spec.n_behaviour:
+                parts["raw"].append(np.asarray(rec.behaviour[a + h:b], np.float64))
+            if spec.n_modes:
+                parts["modes"].append(rec.modes[a + h:b])
+        if len(x) > 1:
+            parts["dec_x"].append(x[:-1])
+            if spec.n_behaviour:
+                parts["dec_raw"].append(np.asarray(rec.behaviour[a + 1:b], np.float64))
+            if spec.n_modes:
+                parts["dec_modes"].append(rec.modes[a + 1:b])
+        if spec.n_behaviour:
+            parts["all_raw"].append(np.asarray(rec.behaviour[a:b], np.float64))
+    return _Rows(**{k: np.concatenate(v) if v else None for k, v in parts.items()})
+
+
+def behaviour_scores(exp: Experiment, params: model.Params, temps: model.Temperatures,
+                     train_x: list[np.ndarray]) -> dict[str, Any]:
     """The model's behaviour forecasts on the test segment vs a decoder with the same information.
 
-    `train_x` is the normalised training segment (NaN allowed). The model predicts behaviour at t+1
-    from the neurons up to t: with ``spec.behaviour_readout == "pooled"`` its ``f*`` readout, with
+    `train_x` is the normalised training segment's pieces (NaN allowed). The model predicts behaviour
+    at t+1 from the neurons up to t: with ``spec.behaviour_readout == "pooled"`` its ``f*`` readout, with
     ``"state"`` the closed-form readout of the current state and its predicted change ``x̂[t+1] - x[t]``
-    (:mod:`mesojax.readout`), fitted here on the training segment's one-step forecasts. The reference ridge (continuous) / LDA
-    (modes) decoder maps ``x[t] -> behaviour[t+1]`` from the same group's neurons, fitted on the
-    training segment. Both are scored on the same test frames: R² pooled over targets (``model_r2``,
-    ``linear_decoder_r2``) and per target (``targets``), with balanced accuracy for 0/1 targets (the
-    decoder's label is a prediction ≥ 0.5; the state readout's is its balanced threshold). A disjoint
-    union also gets the same per group under ``groups``.
+    (:mod:`mesojax.readout`), fitted here on the training segment's one-step forecasts. The reference
+    ridge (continuous) / LDA (modes) decoder maps ``x[t] -> behaviour[t+1]`` from the same group's
+    neurons, fitted on the training segment. Both are scored on the same test frames: R² pooled over
+    targets (``model_r2``, ``linear_decoder_r2``) and per target (``targets``), with balanced accuracy for
+    0/1 targets (the decoder's label is a prediction ≥ 0.5; the state readout's is its balanced
+    threshold). No row pairs frames of two trials. A disjoint union also gets the same per group under
+    ``groups``.
     """
-    rec, norm, spec = exp.recording, exp.norm, exp.spec
+    norm, spec = exp.norm, exp.spec
     if spec.n_behaviour == 0 and spec.n_modes == 0:
         return {}
-    h = spec.history
-    (t0, t1), (tr0, tr1) = exp.segments["test"], exp.segments["train"]
-    x = np.nan_to_num(normalised_traces(exp, "test"))
-    outs = one_step_predictions(spec, params, exp.inputs, temps, jnp.asarray(x), jnp.asarray(stimulus(exp, "test")))
-    train_x = np.nan_to_num(train_x)
+    test = _behaviour_rows(exp, params, temps, "test", segment_traces(exp, "test"), predict=True)
     groups = [(cols, np.flatnonzero(exp.behaviour_group == g)) for g, cols in enumerate(group_columns(exp))]
     state = spec.behaviour_readout == "state"
     result: dict[str, Any] = {"readout": spec.behaviour_readout}
-    raw_train = np.asarray(rec.behaviour[tr0:tr1], np.float64) if spec.n_behaviour else None
+    train = _behaviour_rows(exp, params, temps, "train", train_x, predict=state)
     if state:
-        train_outs = one_step_predictions(spec, params, exp.inputs, temps, jnp.asarray(train_x),
-                                          jnp.asarray(stimulus(exp, "train")))
-        binary = (np.array([_binary(raw_train[:, k]) for k in range(spec.n_behaviour)])
+        binary = (np.array([_binary(train.all_raw[:, k]) for k in range(spec.n_behaviour)])
                   if spec.n_behaviour else None)
         ro = readout.fit(
-            np.asarray(train_outs.x_next), train_x[h - 1:-1],
-            (raw_train[h:] - norm.beh_mean) / norm.beh_std if spec.n_behaviour else None,
+            train.x_next, train.x_now,
+            (train.raw - norm.beh_mean) / norm.beh_std if spec.n_behaviour else None,
             columns=[c for c, _ in groups], targets=[k for _, k in groups], binary=binary,
-            modes=rec.modes[tr0:tr1][h:] if spec.n_modes else None,
-            binary_truth=raw_train[h:] if spec.n_behaviour else None)
-        test_state = np.asarray(outs.x_next), x[h - 1:-1]
+            modes=train.modes if spec.n_modes else None,
+            binary_truth=train.raw if spec.n_behaviour else None)
+        test_state = test.x_next, test.x_now
     if spec.n_behaviour:
-        raw_test = np.asarray(rec.behaviour[t0:t1], np.float64)
-        beh = (raw_test - norm.beh_mean) / norm.beh_std
-        train_beh = (raw_train - norm.beh_mean) / norm.beh_std
-        decoded = np.full(beh[h:].shape, np.nan)
+        beh = (test.raw - norm.beh_mean) / norm.beh_std
+        train_beh = (train.dec_raw - norm.beh_mean) / norm.beh_std
+        decoded = np.full(beh.shape, np.nan)
         for cols, ks in groups:
             if ks.size:
-                dec = metrics.linear_decoder(train_x[:-1, cols], train_beh[1:, ks])
-                decoded[:, ks] = metrics.decode(dec, x[h - 1:-1, cols])
+                dec = metrics.linear_decoder(train.dec_x[:, cols], train_beh[:, ks])
+                decoded[:, ks] = metrics.decode(dec, test.x_now[:, cols])
         labels = {}
         if state:
             pred = {"model": readout.predict(ro, *test_state), "linear_decoder": decoded}
             labels["model"] = readout.predict_labels(ro, *test_state)
         else:
-            pred = {"model": np.asarray(outs.behaviour), "linear_decoder": decoded}
-        names = list(rec.behaviour_names)
-        raw = (raw_test[h:], norm.beh_mean, norm.beh_std)
-        result.update(_behaviour_table(names, beh[h:], pred, raw, labels))
+            pred = {"model": test.behaviour, "linear_decoder": decoded}
+        names = list(exp.recording.behaviour_names)
+        raw = (test.raw, norm.beh_mean, norm.beh_std)
+        result.update(_behaviour_table(names, beh, pred, raw, labels))
         if len(groups) > 1:
             result["groups"] = {
                 exp.group_names[g]: _behaviour_table(
-                    [names[k] for k in ks], beh[h:][:, ks], {w: p[:, ks] for w, p in pred.items()},
+                    [names[k] for k in ks], beh[:, ks], {w: p[:, ks] for w, p in pred.items()},
                     (raw[0][:, ks], raw[1][ks], raw[2][ks]), {w: lab[:, ks] for w, lab in labels.items()})
                 for g, (_, ks) in enumerate(groups) if ks.size
             }
     if spec.n_modes:
-        modes = rec.modes[t0:t1][h:]
+        modes = test.modes
         known = modes >= 0
-        dec = metrics.linear_decoder(train_x[:-1], rec.modes[tr0 + 1:tr1], discrete=True)
+        dec = metrics.linear_decoder(train.dec_x, train.dec_modes, discrete=True)
         model_modes = (readout.predict_modes(ro, *test_state) if state
-                       else np.asarray(jnp.argmax(outs.mode_logits, -1)))
-        for name, pred_modes in (("model", model_modes), ("linear_decoder", metrics.decode(dec, x[h - 1:-1]))):
+                       else np.argmax(test.mode_logits, -1))
+        for name, pred_modes in (("model", model_modes), ("linear_decoder", metrics.decode(dec, test.x_now))):
             result[f"{name}_mode_accuracy"] = metrics.accuracy(modes[known], pred_modes[known])
             result[f"{name}_mode_balanced_accuracy"] = metrics.balanced_accuracy(modes[known], pred_modes[known])
     return result
 
 
-def forecasts(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
+def forecasts(config: ml_collections.ConfigDict, exp: Experiment, params: model.Params,
               fitted: list[dict[str, tuple]], timings: progress.Timings | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Held-out forecast metrics of the model (soft and discretised) and of the `fitted` baselines.
 
@@ -322,7 +400,7 @@ def forecasts(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
       ``name -> metrics.forecast_metrics(...)`` over all neurons (per-neuron entries included, so any
       subset can be pooled with :func:`metrics.pool_neurons`), for :data:`MODEL_KEYS` and every baseline.
     """
-    test_x, test_stim = normalised_traces(exp, "test"), stimulus(exp, "test")
+    test_x, test_stim = segment_traces(exp, "test"), segment_stimulus(exp, "test")
     horizons = range(1, config.eval.horizons + 1)
     window = config.eval.warmup + exp.spec.history
     forecast = {}
@@ -338,7 +416,7 @@ def forecasts(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
 
 
 def _baseline_forecasts(config: ml_collections.ConfigDict, name: str, fitted: list[dict[str, tuple]],
-                        columns: list[np.ndarray], test_x: np.ndarray, window: int,
+                        columns: list[np.ndarray], test_x: list[np.ndarray], window: int,
                         horizons: range) -> dict[str, np.ndarray]:
     """One baseline's forecast metrics over every group, from the model's start frames."""
     parts = []
@@ -349,10 +427,10 @@ def _baseline_forecasts(config: ml_collections.ConfigDict, name: str, fitted: li
             raise ValueError(f"eval config: field 'warmup' = {config.eval.warmup} gives the model a shorter "
                              f"window than baseline {name!r} needs ({forecaster.history} frames)")
         parts.append((cols, metrics.forecast_metrics(
-            forecaster.step, bparams, test_x[skip:, cols], history=forecaster.history, horizons=horizons,
-            stride=config.eval.stride,
+            forecaster.step, bparams, [x[skip:, cols] for x in test_x], history=forecaster.history,
+            horizons=horizons, stride=config.eval.stride,
         )))
-    return _merge_columns(parts, test_x.shape[1])
+    return _merge_columns(parts, test_x[0].shape[1])
 
 
 def _forecast_table(forecast: dict[str, dict], columns: np.ndarray | None = None) -> dict[str, Any]:
@@ -367,7 +445,7 @@ def _forecast_table(forecast: dict[str, dict], columns: np.ndarray | None = None
     return {"forecast": table, "beats_all_baselines": beats}
 
 
-def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
+def evaluate(config: ml_collections.ConfigDict, exp: Experiment, params: model.Params,
              timings: progress.Timings | None = None) -> tuple[dict[str, Any], dict]:
     """Every evaluation of the fitted model (see the module docstring).
 
@@ -376,11 +454,13 @@ def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
     (every baseline's fit and forecasts, behaviour) is logged and timed into `timings`.
 
     Returns:
-      ``(results, partition)``: a JSON-ready dict, and the hard partition of :func:`partition`.
+      ``(results, partition)``: a JSON-ready dict, and the per-neuron results: the hard partition of
+      :func:`partition` plus ``per_neuron`` (:func:`per_neuron`, every forecaster's ``[K, N]`` scores)
+      and ``horizons`` ``[K]``.
     """
     spec, inputs = exp.spec, exp.inputs
     temps = final_temperatures(config)
-    train_x = normalised_traces(exp, "train")  # read once: baselines and the behaviour decoder
+    train_x = segment_traces(exp, "train")  # read once: baselines and the behaviour decoder
     columns = group_columns(exp)
     fitted = [fit_baselines(config, exp, train_x, cols, timings) for cols in columns]
     forecast = forecasts(config, exp, params, fitted, timings)
@@ -389,6 +469,10 @@ def evaluate(config: ml_collections.ConfigDict, exp: Any, params: model.Params,
     results["partition"] = {"usage": part["usage"].tolist(), "n_filters": spec.n_filters}
     if exp.truth is not None:
         results["truth"] = truth_recovery(part, exp.truth, spec.n_filters)
+    if exp.labels:
+        results["labels"] = label_scores(part, exp.labels, spec.n_filters)
+    part["per_neuron"] = per_neuron(forecast)
+    part["horizons"] = np.asarray(forecast["model"]["horizons"])
     with progress.phase("behaviour", timings):
         results["behaviour"] = behaviour_scores(exp, params, temps, train_x)
     if len(columns) > 1:

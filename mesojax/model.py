@@ -11,7 +11,9 @@ delivered in) to ``x̂[t+1]``::
     ŷ_beh[t+1]  = Σ_(µ∈g,b) σ(ρ[µ,b]) · v[µ,b] W_b / L_g + c                    behaviour readout f*
 
 ``H' = H`` (+1 when the synaptic layer adds its drive as an extra channel), ``r`` is each pair's
-recurrent filter state (passed in and returned). The filter is ``vmap``-ped over filters and
+recurrent filter state (passed in and returned). With a *retinotopic* stimulus (channels with
+positions) location µ reads only the channels inside its field, ``s[t+1, chan(µ)]`` (``[Sl]``, nearest
+first, zero-padded), in place of the whole vector. The filter is ``vmap``-ped over filters and
 locations; sharding the location axis shards the work. Encoding, decoding and mixing are linear in the
 members' values, so their per-pair maps are folded with the assignment once per batch
 (:func:`mesojax.interface.circuit_maps`, in :class:`Context`) and each step contracts them per location;
@@ -68,7 +70,9 @@ class ModelSpec:
         stop-gradient, so behaviour cannot change the neural forecasts.
       behaviour_stop_gradient: the ``f*`` readout reads ``v`` through a stop-gradient (behaviour trains
         only the readout's own weights).
-      basis: the filter family (``n_in = M·H' + S``, ``n_out = M``).
+      n_local_stimulus: ``Sl > 0``: the stimulus is retinotopic and every location reads the ``Sl``
+        channels of its own field (:func:`mesojax.spatial.stimulus_tables`); 0: every location reads all S.
+      basis: the filter family (``n_in = M·H' + S``, or ``M·H' + Sl`` when retinotopic; ``n_out = M``).
       interface, assign: sub-specs.
     """
 
@@ -90,6 +94,7 @@ class ModelSpec:
     window_norm: bool = False
     behaviour_readout: str = "pooled"
     behaviour_stop_gradient: bool = False
+    n_local_stimulus: int = 0
 
     @property
     def n_channels(self) -> int:
@@ -114,6 +119,7 @@ def make_spec(
     window_norm: bool = False,
     behaviour_readout: str = "pooled",
     behaviour_stop_gradient: bool = False,
+    n_local_stimulus: int = 0,
     basis_kwargs: dict | None = None,
     interface_kwargs: dict | None = None,
     assign_kwargs: dict | None = None,
@@ -124,7 +130,10 @@ def make_spec(
                          f"(n_modes = {n_modes}): give each group's modes as continuous 0/1 targets")
     if behaviour_readout not in ("pooled", "state"):
         raise ValueError(f"model spec: behaviour_readout = {behaviour_readout!r}; expected 'pooled' or 'state'")
-    n_in = n_ports * (history + int(use_synapses)) + n_stimulus
+    if n_local_stimulus < 0 or (n_local_stimulus and not n_stimulus):
+        raise ValueError(f"model spec: n_local_stimulus = {n_local_stimulus} needs a stimulus (n_stimulus = "
+                         f"{n_stimulus}) and must be ≥ 0")
+    n_in = n_ports * (history + int(use_synapses)) + (n_local_stimulus or n_stimulus)
     return ModelSpec(
         n_neurons=n_neurons, n_locations=n_locations, n_members=n_members, n_candidates=n_candidates,
         n_filters=n_filters, n_ports=n_ports, history=history, n_stimulus=n_stimulus,
@@ -138,6 +147,7 @@ def make_spec(
         window_norm=window_norm,
         behaviour_readout=behaviour_readout,
         behaviour_stop_gradient=behaviour_stop_gradient,
+        n_local_stimulus=n_local_stimulus,
     )
 
 
@@ -152,6 +162,8 @@ class ModelInputs(NamedTuple):
       syn_pre, syn_post: ``[E]`` synapse endpoints (``[0]`` without the synaptic layer).
       location_group: ``[L]`` int32 group (circuit) of each location.
       behaviour_group: ``[Kc]`` int32 group whose locations each behaviour target reads.
+      stim_channels, stim_mask: ``[L, Sl]`` stimulus channels of each location's field and their mask
+        (:class:`mesojax.spatial.StimulusTables`), or None when every location reads the whole stimulus.
     """
 
     tables: spatial.SpatialTables
@@ -161,6 +173,8 @@ class ModelInputs(NamedTuple):
     syn_post: jax.Array
     location_group: jax.Array
     behaviour_group: jax.Array
+    stim_channels: jax.Array | None = None
+    stim_mask: jax.Array | None = None
 
 
 def build_inputs(
@@ -174,6 +188,7 @@ def build_inputs(
     location_group: np.ndarray | None = None,
     behaviour_group: np.ndarray | None = None,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+    stimulus_tables: spatial.StimulusTables | None = None,
 ) -> ModelInputs:
     """Assemble :class:`ModelInputs` from spatial tables and per-neuron features (host side, once).
 
@@ -192,6 +207,8 @@ def build_inputs(
       behaviour_group: ``[Kc]`` group of each behaviour target (default: empty; only read when there
         are several groups).
       neighbours: ``(pre, post)`` synapse endpoints for the assignment's coherence term (None: off).
+      stimulus_tables: the channels of each field for a retinotopic stimulus (None: every location reads
+        the whole stimulus); its rows must match the tables' locations.
 
     Returns:
       :class:`ModelInputs` of jax arrays.
@@ -227,6 +244,8 @@ def build_inputs(
         syn_post=jnp.asarray(empty if syn_post is None else syn_post, jnp.int32),
         location_group=jnp.asarray(np.zeros(n_loc) if location_group is None else location_group, jnp.int32),
         behaviour_group=jnp.asarray(empty if behaviour_group is None else behaviour_group, jnp.int32),
+        stim_channels=None if stimulus_tables is None else jnp.asarray(stimulus_tables.channels, jnp.int32),
+        stim_mask=None if stimulus_tables is None else jnp.asarray(stimulus_tables.mask),
     )
 
 
@@ -388,7 +407,12 @@ def _advance(
         x_last = xm[:, spec.history - 1]  # [L, K]
         u = interface.encode_circuit(ctx.maps, xm)  # [L, B, H', M]
         u = u.reshape(*u.shape[:2], -1)
-        u = jnp.concatenate([u, jnp.broadcast_to(stimulus, (*u.shape[:2], stimulus.shape[0]))], axis=-1)
+        if spec.n_local_stimulus:  # retinotopic: each location reads the channels of its own field
+            local = jnp.where(inputs.stim_mask, stimulus[inputs.stim_channels], 0.0)  # [L, Sl]
+            stim_in = jnp.broadcast_to(local[:, None, :], (*u.shape[:2], local.shape[-1]))
+        else:
+            stim_in = jnp.broadcast_to(stimulus, (*u.shape[:2], stimulus.shape[0]))
+        u = jnp.concatenate([u, stim_in], axis=-1)
     with jax.named_scope("filter_bank"):
         bank = basis.make_bank(spec.basis)
 

@@ -9,14 +9,16 @@
 ``metrics.json``              everything :func:`mesojax.evaluate.evaluate` returned
 ``timings.json``              seconds spent in every phase of the run (setup, compile, training, each
                               baseline, forecasts, report; :mod:`mesojax.progress`)
+``per_neuron.csv``            every forecaster's test MSE and R² per neuron at the first and last horizon
 ``data_report.txt``           what loading excluded or repaired, per file (the loaders' ``LoadReport`` objects;
                               only for data sources that have them, e.g. C. elegans)
-``figures/domains_3d.png``    neurons in 3D coloured by filter
+``figures/domains_3d.png``    neurons in 3D coloured by filter (legend: the filters in use)
 ``figures/traces.png``        one-step predictions vs recorded traces on the test segment
-``figures/filter_usage.png``  fraction of neurons claimed by each filter
-``figures/forecast.png``      R² per forecast horizon, model vs baselines
+``figures/filter_usage.png``  fraction of neurons claimed by each filter, with its architecture
+``figures/forecast.png``      R² per forecast horizon, model vs baselines; MSE relative to the best baseline
 ============================  ====================================================================
 
+The figures are also returned by library functions (:func:`figures`, ``figure_*``) for notebooks.
 Files are written to a temporary name and renamed into place, so a crash never leaves a half-written
 output behind.
 """
@@ -37,7 +39,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
+from matplotlib.figure import Figure  # noqa: E402
+
 from mesojax import basis, evaluate, model  # noqa: E402
+from mesojax.experiment import Experiment, segment_stimulus, segment_traces  # noqa: E402
 
 
 def _atomic_write(path: str, data: str | bytes) -> None:
@@ -59,7 +64,7 @@ def filter_descriptions(spec: model.ModelSpec, params: model.Params) -> list[str
     return basis.describe_bank(spec.basis, basis.discretize(params.arch))
 
 
-def partition_rows(exp: Any, part: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+def partition_rows(exp: Experiment, part: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """One dict per neuron: id, position, location, filter, confidence (+ truth on phantoms).
 
     x, y, z are "" (an empty CSV field) for unplaced neurons (position unknown).
@@ -81,7 +86,7 @@ def partition_rows(exp: Any, part: dict[str, np.ndarray]) -> list[dict[str, Any]
     return rows
 
 
-def motif_map(exp: Any, part: dict[str, np.ndarray], results: dict[str, Any]) -> dict[str, Any]:
+def motif_map(exp: Experiment, part: dict[str, np.ndarray], results: dict[str, Any]) -> dict[str, Any]:
     """Per-location dominant filter and per-filter usage / matched motif."""
     locs = {}
     for loc in np.unique(part["location"][part["location"] >= 0]):
@@ -100,43 +105,75 @@ def motif_map(exp: Any, part: dict[str, np.ndarray], results: dict[str, Any]) ->
     return {"locations": locs, "filters": filters}
 
 
-def _figure_domains(exp: Any, part: dict[str, np.ndarray], path: str) -> None:
-    placed = exp.connectome.placed  # unplaced neurons (position unknown) are not drawn
+def figure_domains(exp: Experiment, part: dict[str, np.ndarray]) -> Figure:
+    """Neurons in 3D coloured by the filter claiming them, with a legend of the filters in use only.
+
+    Unplaced neurons (position unknown) and unclaimed ones are not drawn.
+    """
+    placed = exp.connectome.placed & (np.asarray(part["filter"]) >= 0)
     xyz = exp.connectome.xyz[placed]
-    fig = plt.figure(figsize=(6, 5))
+    filt = np.asarray(part["filter"])[placed]
+    fig = plt.figure(figsize=(6.5, 5))
     ax = fig.add_subplot(projection="3d")
-    sc = ax.scatter(xyz[:, 0], xyz[:, 1], xyz[:, 2], c=np.asarray(part["filter"])[placed], cmap="tab10", s=6,
-                    vmin=0, vmax=max(9, int(part["filter"].max())))
-    ax.set(xlabel="x µm", ylabel="y µm", zlabel="z µm", title="functional domains (colour = filter)")
-    fig.colorbar(sc, ax=ax, shrink=0.6, label="filter")
-    _save_figure(fig, path)
+    colours = plt.get_cmap("tab10" if exp.spec.n_filters <= 10 else "tab20")
+    for b in np.unique(filt):
+        sel = filt == b
+        ax.scatter(xyz[sel, 0], xyz[sel, 1], xyz[sel, 2], s=6, color=colours(int(b) % colours.N),
+                   label=f"filter {int(b)} ({int(sel.sum())} neurons)")
+    ax.set(xlabel="x µm", ylabel="y µm", title="functional domains (colour = filter)")
+    ax.set_zlabel("z µm", labelpad=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), markerscale=2, frameon=False)
+    return fig
 
 
-def _figure_usage(part: dict[str, np.ndarray], descriptions: list[str], path: str) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar(np.arange(len(part["usage"])), part["usage"])
-    ax.set(xlabel="filter", ylabel="fraction of neurons", title="filter usage")
-    ax.set_xticks(np.arange(len(descriptions)))
-    _save_figure(fig, path)
+def figure_usage(part: dict[str, np.ndarray], descriptions: list[str]) -> Figure:
+    """Fraction of the neurons claimed by each filter, labelled with its architecture."""
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(descriptions) + 1.2))
+    order = np.arange(len(part["usage"]))
+    ax.barh(order, part["usage"], color="tab:blue")
+    ax.set_yticks(order, [f"{b}: {d}" for b, d in enumerate(descriptions)], fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel="fraction of neurons", title="filter usage", xlim=(0, max(1e-3, float(np.max(part["usage"]))) * 1.1))
+    return fig
 
 
-def _figure_forecast(results: dict[str, Any], path: str) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, m in results["forecast"].items():
+def figure_forecast(results: dict[str, Any]) -> Figure:
+    """Forecast skill per horizon: R² of the model and every baseline, and the model's MSE relative to
+    the best baseline at each horizon (below 1: the model wins)."""
+    fc = results["forecast"]
+    fig, (ax, rel) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, m in fc.items():
         ax.plot(m["horizons"], m["r2"], marker="o" if name == "model" else ".",
                 lw=2.5 if name == "model" else 1, label=name)
-    lowest = min(min(m["r2"]) for m in results["forecast"].values())
-    ax.set_ylim(bottom=max(lowest, -1.0) - 0.05)  # a diverging forecaster would flatten all the others
-    ax.set(xlabel="forecast horizon (frames)", ylabel="R² (test; clipped at -1)", title="held-out forecasts")
-    ax.legend(fontsize=8)
-    _save_figure(fig, path)
+    values = np.concatenate([np.asarray(m["r2"], float) for m in fc.values()])
+    values = values[np.isfinite(values)]
+    # R² ≤ 1; a diverging forecaster would flatten all the others, so the axis stops at -1.
+    ax.set_ylim(max(float(values.min()) if values.size else 0.0, -1.0) - 0.05, 1.0)
+    ax.set(xlabel="forecast horizon (frames)", ylabel="R² (test; axis clipped at -1)", title="held-out forecasts")
+    ax.legend(fontsize=7)
+    others = [n for n in fc if n not in evaluate.MODEL_KEYS]
+    horizons = np.asarray(fc["model"]["horizons"])
+    best = np.min([np.asarray(fc[n]["mse"], float) for n in others], axis=0) if others else None
+    if best is not None:
+        for name in evaluate.MODEL_KEYS:
+            if name in fc:
+                rel.plot(horizons, np.asarray(fc[name]["mse"], float) / best, marker="o", label=name)
+        rel.axhline(1.0, color="k", lw=0.8, ls="--")
+        ratio = np.asarray(fc["model"]["mse"], float) / best
+        rel.set_ylim(min(0.8, float(ratio.min()) - 0.05), max(1.2, min(float(ratio.max()) + 0.05, 3.0)))
+        rel.legend(fontsize=7)
+    rel.set(xlabel="forecast horizon (frames)", ylabel="MSE / best baseline's MSE",
+            title="relative to the best baseline (< 1: better)")
+    fig.tight_layout()
+    return fig
 
 
-def _figure_traces(config: ml_collections.ConfigDict, exp: Any, params: model.Params, path: str,
-                   n_show: int = 6, n_frames: int = 200) -> None:
+def figure_traces(config: ml_collections.ConfigDict, exp: Experiment, params: model.Params,
+                  n_show: int = 6, n_frames: int = 200) -> Figure:
+    """One-step predictions against the recorded traces on the test segment's first piece (trial)."""
     spec = exp.spec
-    x = np.nan_to_num(evaluate.normalised_traces(exp, "test"))[: n_frames + spec.history]
-    stim = evaluate.stimulus(exp, "test")[: x.shape[0]]
+    x = np.nan_to_num(segment_traces(exp, "test")[0])[: n_frames + spec.history]
+    stim = segment_stimulus(exp, "test")[0][: x.shape[0]]
     pred = np.asarray(evaluate.one_step_predictions(
         spec, params, exp.inputs, evaluate.final_temperatures(config), jnp.asarray(x), jnp.asarray(stim)).x_next)
     show = np.linspace(0, spec.n_neurons - 1, n_show).astype(int)
@@ -147,10 +184,47 @@ def _figure_traces(config: ml_collections.ConfigDict, exp: Any, params: model.Pa
         ax.set_ylabel(f"#{i}", fontsize=8)
     np.atleast_1d(axes)[0].legend(fontsize=7, loc="upper right")
     np.atleast_1d(axes)[-1].set_xlabel("test frame")
-    _save_figure(fig, path)
+    return fig
 
 
-def write(workdir: str, config: ml_collections.ConfigDict, exp: Any, params: model.Params,
+def per_neuron_rows(exp: Experiment, part: dict[str, Any]) -> list[dict[str, Any]]:
+    """One dict per neuron: id, then every forecaster's test MSE and R² at the first and last horizon."""
+    scores = part.get("per_neuron", {})
+    horizons = np.asarray(part.get("horizons", []))
+    picks = sorted({0, len(horizons) - 1}) if len(horizons) else []
+    rows = []
+    for i in range(exp.connectome.n_neurons):
+        row: dict[str, Any] = {"neuron_id": exp.connectome.ids[i].item()}
+        for name, m in scores.items():
+            for k in picks:
+                for what in ("mse", "r2"):
+                    v = float(m[what][k, i])
+                    row[f"{name}_{what}_h{int(horizons[k])}"] = round(v, 5) if np.isfinite(v) else ""
+        rows.append(row)
+    return rows
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def figures(config: ml_collections.ConfigDict, exp: Experiment, params: model.Params, results: dict[str, Any],
+            part: dict[str, np.ndarray]) -> dict[str, Figure]:
+    """Every figure of the report, by file name (shown by the colabs, saved by :func:`write`)."""
+    descriptions = filter_descriptions(exp.spec, params)
+    return {
+        "domains_3d.png": figure_domains(exp, part),
+        "filter_usage.png": figure_usage(part, descriptions),
+        "forecast.png": figure_forecast(results),
+        "traces.png": figure_traces(config, exp, params),
+    }
+
+
+def write(workdir: str, config: ml_collections.ConfigDict, exp: Experiment, params: model.Params,
           results: dict[str, Any], part: dict[str, np.ndarray]) -> list[str]:
     """Write every output listed in the module docstring; returns the paths written.
 
@@ -163,12 +237,10 @@ def write(workdir: str, config: ml_collections.ConfigDict, exp: Any, params: mod
     paths = {name: os.path.join(workdir, name) for name in
              ("partition.csv", "motif_map.json", "filters.txt", "metrics.json")}
 
-    rows = partition_rows(exp, part)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    _atomic_write(paths["partition.csv"], buf.getvalue())
+    _atomic_write(paths["partition.csv"], _csv(partition_rows(exp, part)))
+    if "per_neuron" in part:
+        paths["per_neuron.csv"] = os.path.join(workdir, "per_neuron.csv")
+        _atomic_write(paths["per_neuron.csv"], _csv(per_neuron_rows(exp, part)))
     _atomic_write(paths["motif_map.json"], json.dumps(motif_map(exp, part, results), indent=1))
     used = part["usage"]
     _atomic_write(paths["filters.txt"], "".join(
@@ -179,13 +251,11 @@ def write(workdir: str, config: ml_collections.ConfigDict, exp: Any, params: mod
         paths["data_report.txt"] = os.path.join(workdir, "data_report.txt")
         _atomic_write(paths["data_report.txt"], "\n\n".join(str(r) for r in exp.reports.values()) + "\n")
 
-    figures = {name: os.path.join(workdir, "figures", name) for name in
-               ("domains_3d.png", "filter_usage.png", "forecast.png", "traces.png")}
-    _figure_domains(exp, part, figures["domains_3d.png"])
-    _figure_usage(part, descriptions, figures["filter_usage.png"])
-    _figure_forecast(results, figures["forecast.png"])
-    _figure_traces(config, exp, params, figures["traces.png"])
-    return [*paths.values(), *figures.values()]
+    written = []
+    for name, fig in figures(config, exp, params, results, part).items():
+        written.append(os.path.join(workdir, "figures", name))
+        _save_figure(fig, written[-1])
+    return [*paths.values(), *written]
 
 
 def write_timings(workdir: str, timings: dict[str, float]) -> str:

@@ -567,6 +567,63 @@ def build_tables(
     )
 
 
+class StimulusTables(NamedTuple):
+    """Which stimulus channels each receptive field reads (retinotopic stimulus; numpy, a pytree).
+
+    Attributes:
+      channels: ``[L, Sl]`` int32 stimulus channels inside each location's field, nearest to the centre
+        first (so slot 0 is the field's own pixel on a column lattice); 0 where masked.
+      mask: ``[L, Sl]`` bool.
+    """
+
+    channels: np.ndarray
+    mask: np.ndarray
+
+
+def stimulus_tables(positions: np.ndarray, grid: Grid, *, max_channels: int | None = None, chunk: int = 256,
+                    source: str = "stimulus_tables") -> StimulusTables:
+    """The stimulus channels inside every receptive field (the same sphere / column test as neurons).
+
+    A shared filter then reads, at every location, the few channels of its own field in a fixed order
+    (nearest first) instead of the whole stimulus vector, so one filter can serve every column of a
+    retinotopic circuit. Locations are padded like :func:`build_tables`' (padded rows hold no channel).
+
+    Args:
+      positions: ``[S, 3]`` µm position of each stimulus channel.
+      grid: from :func:`build_grid`.
+      max_channels: fixed width ``Sl`` (an error when a field holds more); None: the data's maximum.
+      chunk: locations per KD-tree query batch.
+      source: named in errors.
+
+    Returns:
+      :class:`StimulusTables` with ``Sl ≥ 1`` columns.
+
+    Raises:
+      ValidationError: non-finite positions, no channel inside any field, or more than `max_channels`.
+
+    Example:
+        >>> g = build_grid(np.array([[0, 0, 0], [30, 0, 0]], np.float32), GridSpec(20.0))
+        >>> st = stimulus_tables(np.array([[30, 0, 0], [0, 0, 0]], np.float32), g)
+        >>> st.channels[st.mask].tolist()
+        [1, 0]
+    """
+    points = _check_points(source, "stimulus_positions", positions)
+    spec = grid.spec
+    l_pad = _round_up(max(grid.n_locations, 1), spec.location_multiple)
+    scale = np.asarray(grid.scale, np.float64)
+    column_axis = spec.axis if spec.shape == "column" else None
+    loc, ch = _field_pairs((points * scale).astype(np.float32), (grid.centers * scale).astype(np.float32),
+                           grid.radius, column_axis, sort_by_distance=True, chunk=chunk)
+    if loc.size == 0:
+        raise V.ValidationError(source, "stimulus_positions", None,
+                                f"no stimulus channel lies inside any {spec.shape} of the grid: are the "
+                                "positions in the neurons' coordinates (µm)?")
+    width = _table_width(np.bincount(loc, minlength=l_pad), max_channels, 1, source=source,
+                         field="stimulus_positions", what="stimulus channels in one field")
+    channels, mask, _ = _fill_table(loc, ch, l_pad, width)
+    return StimulusTables(channels, mask)
+
+
 def connectome_tables(connectome: Any, spec: GridSpec, **kwargs: Any) -> tuple[Grid, SpatialTables]:
     """Grid and tables of a :class:`mesojax.data.Connectome` (synapses by position when it has them).
 

@@ -30,12 +30,11 @@ import optax
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mesojax import (assign, basis, checkpoint, evaluate, features, losses, model, optim, progress, report, spatial,
-                     transfer)
+from mesojax import basis, checkpoint, evaluate, losses, model, optim, progress, report, transfer
 from mesojax import config as config_lib
 from mesojax import workdir as workdir_lib
-from mesojax.data import Connectome, Recording, sources, windows
-from mesojax.data.tables import LoadReport
+from mesojax.data import windows
+from mesojax.experiment import Experiment, init_params, prepare
 from mesojax.data import validation as V
 
 # ----------------------------------------------------------------------------------------------- setup
@@ -84,6 +83,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config: field 'train.val_stride' = {config.train.val_stride} must be ≥ 1")
     if get("eval.warmup") is not None and int(config.eval.warmup) < 0:
         raise ValueError(f"config: field 'eval.warmup' = {config.eval.warmup} must be ≥ 0")
+    if get("data.split_by") is not None and config.data.split_by not in windows.SPLIT_BY:
+        raise ValueError(f"config: field 'data.split_by' = {config.data.split_by!r} must be one of "
+                         f"{list(windows.SPLIT_BY)}")
     hard = get("train.hard_steps") or 0
     if hard < 0 or hard >= config.train.steps:
         raise ValueError(f"config: field 'train.hard_steps' = {hard} must be ≥ 0 and below train.steps = "
@@ -94,31 +96,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         if int(config.transfer.steps) < 1:
             raise ValueError(f"config: field 'transfer.steps' = {config.transfer.steps} must be ≥ 1 when "
                              "transfer.animals is set")
-
-
-def check_lengths(config: ml_collections.ConfigDict, recording: Recording,
-                  segments: dict[str, tuple[int, int]]) -> None:
-    """Every length a run needs, checked before training: a training window, and one forecast start.
-
-    A training window holds ``history + rollout`` frames; the test segment (and the validation segment,
-    when ``train.val_every`` selects checkpoints on it) must hold the forecast window
-    (``eval.warmup + history`` frames) plus ``eval.horizons`` scored frames.
-
-    Raises:
-      ValueError: naming the recording, the segment, the frames it has and the frames needed.
-    """
-    h = config.model.history
-    forecast = (config.eval.warmup + h + config.eval.horizons, "eval.warmup + model.history + eval.horizons")
-    need = {"train": (h + config.train.rollout, "model.history + train.rollout"), "test": forecast}
-    if config.train.get("val_every", 0):
-        need["val"] = forecast
-    for name, (frames, why) in need.items():
-        t0, t1 = segments[name]
-        if t1 - t0 < frames:
-            raise ValueError(
-                f"{recording.source}: the {name} segment has {t1 - t0} frames (of T = {recording.n_timesteps}, "
-                f"data.split = {tuple(config.data.split)}) but needs {frames} ({why}); use a longer recording, "
-                "a larger share for that segment, or shorter windows")
 
 
 def make_mesh(space: int = 1, devices: list | None = None) -> Mesh:
@@ -149,125 +126,6 @@ def shard_batch(batch: windows.Batch, mesh: Mesh) -> windows.Batch:
     return jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, P("data"))), batch)
 
 
-# ------------------------------------------------------------------------------------------------ data
-
-
-Data = sources.Data  # what a data source returns (mesojax.data.sources); kept here for existing callers
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Experiment:
-    """Everything fixed before training: data, splits, spatial tables, features, model spec and inputs."""
-
-    connectome: Connectome
-    recording: Recording
-    truth: Any  # synthetic.GroundTruth for phantoms, else None
-    segments: dict[str, tuple[int, int]]
-    norm: windows.Normalizer
-    grid: spatial.Grid
-    tables: spatial.SpatialTables
-    feature_names: tuple[str, ...]
-    spec: model.ModelSpec
-    inputs: model.ModelInputs
-    group_names: tuple[str, ...]  # independent circuits (animals) of a disjoint union; one otherwise
-    neuron_group: np.ndarray  # [N] group of every neuron
-    behaviour_group: np.ndarray  # [Kc] group of every behaviour target
-    reports: dict  # what loading excluded or repaired, per file (may be empty)
-
-
-def load_data(cfg: ml_collections.ConfigDict) -> Data:
-    """The configured data source (``cfg.source``, one of :func:`mesojax.data.sources.names`)."""
-    return sources.load(cfg)
-
-
-def extreme_report(recording: Recording, norm: windows.Normalizer, segment: tuple[int, int]) -> LoadReport | None:
-    """A :class:`mesojax.data.tables.LoadReport` naming the neurons with extreme training samples (read
-    as missing, :func:`mesojax.data.windows.fit_normalizer`), or None when there are none."""
-    if norm.n_extreme is None or not norm.n_extreme.any():
-        return None
-    cols = np.flatnonzero(norm.n_extreme)
-    ids = recording.neuron_ids
-    name = (lambda j: f"column {j}") if ids is None else (lambda j: f"{ids[j]!s} (column {j})")  # noqa: E731
-    lines = [f"{name(j)}: {int(norm.n_extreme[j])} sample(s) outside [{norm.lo[j]:.4g}, {norm.hi[j]:.4g}], "
-             f"first at frame {int(norm.first_extreme[j])}" for j in cols[:20]]
-    more = [f"... and {len(cols) - 20} more neurons"] if len(cols) > 20 else []
-    note = (f"{int(norm.n_extreme.sum())} extreme trace sample(s) in the training segment {segment} read as missing "
-            "and left out of the normalisation (data.extreme; 0 keeps them): " + "; ".join(lines + more))
-    return LoadReport(recording.source, (note,), {"extreme_samples": tuple(int(j) for j in cols)})
-
-
-def _location_groups(tables: spatial.SpatialTables, neuron_group: np.ndarray) -> np.ndarray:
-    """The group of every location: that of its members (a union's spheres never mix groups)."""
-    first = np.where(tables.member_mask.any(1), neuron_group[tables.members[:, 0]], 0)
-    mixed = tables.member_mask & (neuron_group[tables.members] != first[:, None])
-    if mixed.any():
-        loc = int(np.flatnonzero(mixed.any(1))[0])
-        raise ValueError(f"location {loc} holds neurons of two groups: increase data.gap_um beyond the sphere "
-                         "diameter")
-    return first.astype(np.int32)
-
-
-def prepare(config: ml_collections.ConfigDict, mesh: Mesh, timings: progress.Timings | None = None) -> Experiment:
-    """Load data, split time, normalise, build the grid, tables and features, and the model inputs.
-
-    Each phase is logged with its duration and recorded in `timings` (:mod:`mesojax.progress`).
-    """
-    with progress.phase("load data", timings):
-        data = load_data(config.data)
-        connectome, recording = data.connectome, data.recording
-        segments = windows.split_time(recording.n_timesteps, tuple(config.data.split))
-        check_lengths(config, recording, segments)
-        norm = windows.fit_normalizer(recording, segments["train"], extreme=config.data.get("extreme", 50.0))
-        reports = dict(data.reports or {})
-        extreme = extreme_report(recording, norm, segments["train"])
-        if extreme is not None:
-            logging.warning("%s", extreme)
-            reports["normalisation"] = extreme
-    logging.info("circuit: %d neurons, %d synapses, %d frames", connectome.n_neurons, len(connectome.pre),
-                 recording.n_timesteps)
-    grid_spec = spatial.GridSpec(
-        diameter_um=config.grid.diameter_um,
-        stride_um=config.grid.stride_um,
-        origin=tuple(config.grid.origin) if config.grid.origin is not None else None,
-        location_multiple=mesh.shape["space"],
-        shape=config.grid.get("shape", "sphere"), axis=int(config.grid.get("axis", 2)),
-        height_um=config.grid.get("height_um"), height_stride_um=config.grid.get("height_stride_um"),
-    )
-    with progress.phase("grid and tables", timings):
-        grid = spatial.build_grid(connectome.xyz, grid_spec, source=connectome.source)
-        tables = spatial.build_tables(connectome.xyz, grid, pre=connectome.pre, post=connectome.post,
-                                      source=connectome.source)
-    logging.info("grid: %d locations, up to %d members each, up to %d candidates per neuron",
-                 tables.members.shape[0], tables.members.shape[1], tables.candidates.shape[1])
-    with progress.phase("connectome features", timings):
-        raw, names = features.connectome_features(connectome, motifs=config.features.motifs,
-                                                  max_dim=config.features.max_dim)
-    use_syn = config.model.use_synapses
-    inputs = model.build_inputs(
-        tables, features.standardize(np.log1p(np.maximum(raw, 0.0))), connectome.cell_type,
-        syn_pre=connectome.pre if use_syn else None, syn_post=connectome.post if use_syn else None,
-        cell_types=data.cell_types, location_group=_location_groups(tables, data.neuron_group),
-        behaviour_group=data.behaviour_group,
-        neighbours=(connectome.pre, connectome.post) if (
-            config.model.assign.coherence > 0 or config.model.assign.partner_prior or config.loss.cut > 0) else None,
-    )
-    n_beh = 0 if recording.behaviour is None else recording.behaviour.shape[1]
-    n_modes = len(recording.mode_names) if recording.modes is not None else 0
-    n_stim = 0 if recording.stimulus is None else recording.stimulus.shape[1]
-    mc = config.model
-    spec = model.make_spec(
-        n_neurons=connectome.n_neurons, n_locations=tables.members.shape[0], n_members=tables.members.shape[1],
-        n_candidates=tables.candidates.shape[1], n_features=inputs.member_features.shape[-1],
-        n_filters=mc.n_filters, n_ports=mc.n_ports, history=mc.history, n_stimulus=n_stim,
-        n_behaviour=n_beh, n_modes=n_modes, use_synapses=use_syn, n_groups=len(data.group_names),
-        window_norm=mc.window_norm, behaviour_readout=mc.behaviour_readout,
-        behaviour_stop_gradient=mc.behaviour_stop_gradient,
-        basis_kwargs=dict(mc.basis), interface_kwargs=dict(mc.interface), assign_kwargs=dict(mc.assign),
-    )
-    return Experiment(connectome, recording, data.truth, segments, norm, grid, tables, names, spec, inputs,
-                      data.group_names, data.neuron_group, data.behaviour_group, reports)
-
-
 # ----------------------------------------------------------------------------------------------- state
 
 
@@ -277,20 +135,6 @@ class TrainState(NamedTuple):
     step: jax.Array
     params: model.Params
     opt_state: Any
-
-
-def init_params(config: ml_collections.ConfigDict, exp: Experiment) -> model.Params:
-    """Fresh parameters from ``config.seed``; claims seeded by activity clusters when
-    ``model.assign.activity_claims > 0`` (:func:`mesojax.assign.seed_claims`, on the training segment)."""
-    c = exp.connectome
-    strength = c.strength[:, 0] if c.strength is not None else c.synapse_weight("count")
-    params = model.init(jax.random.key(config.seed), exp.spec, exp.inputs, syn_strength=strength, syn_sign=c.sign)
-    if exp.spec.assign.activity_claims > 0:
-        traces = evaluate.normalised_traces(exp, "train")
-        rng = np.random.default_rng(config.seed)
-        params = params._replace(assign=assign.seed_claims(params.assign, exp.spec.assign, exp.inputs.assign,
-                                                           traces, rng))
-    return params
 
 
 def init_state(

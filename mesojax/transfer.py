@@ -18,8 +18,8 @@ without position. What carries over:
 Example::
 
     cfg = transfer_config(config, "2022-07-27-45")
-    exp = train.prepare(cfg, mesh)
-    start = transfer_params(trained, train.init_params(cfg, exp), source_names, exp.recording.behaviour_names)
+    exp = experiment.prepare(cfg, mesh)
+    start = transfer_params(trained, experiment.init_params(cfg, exp), source_names, exp.recording.behaviour_names)
     exp, state = train.train(cfg, workdir, exp, mesh, params=start)
 """
 

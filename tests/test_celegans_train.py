@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from mesojax import train, transfer
+from mesojax import experiment, train, transfer
 from mesojax.config import load_config_file
 
 CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "celegans.py"
@@ -37,7 +37,7 @@ def celegans_run(celegans_dir, tmp_path_factory):
 
 def test_prepare_builds_one_circuit_of_the_animals(celegans_dir):
     cfg = tiny(celegans_dir)
-    exp = train.prepare(cfg, train.make_mesh(1))
+    exp = experiment.prepare(cfg, train.make_mesh(1))
     assert exp.group_names == TRAIN_ANIMALS
     assert exp.spec.n_groups == 2
     counts = np.bincount(exp.neuron_group)
@@ -86,8 +86,8 @@ def test_transfer_refits_only_what_is_specific_to_the_animal(celegans_dir, tmp_p
     mesh = train.make_mesh(1)
     source, state = train.train(cfg, str(tmp_path / "source"))
     tcfg = transfer.transfer_config(cfg, HELD_OUT)
-    exp = train.prepare(tcfg, mesh)
-    start = transfer.transfer_params(state.params, train.init_params(tcfg, exp), source.recording.behaviour_names,
+    exp = experiment.prepare(tcfg, mesh)
+    start = transfer.transfer_params(state.params, experiment.init_params(tcfg, exp), source.recording.behaviour_names,
                                      exp.recording.behaviour_names)
     frozen0 = [np.asarray(x).copy() for x in jax.tree.leaves((start.basis, start.arch))]
     free0 = np.asarray(start.assign.free).copy()

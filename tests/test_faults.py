@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from mesojax import cli, config, train, workdir
+from mesojax import cli, config, experiment, train, workdir
 from mesojax.data import Recording, celegans
 from mesojax.data import validation as V
 
@@ -48,12 +48,12 @@ def test_too_short_a_test_segment_fails_in_prepare_naming_the_frames_needed():
     cfg = tiny(**{"eval.horizons": 200})
     need = cfg.eval.warmup + cfg.model.history + 200
     with pytest.raises(ValueError, match=rf"test segment has \d+ frames .* needs {need} \(eval.warmup"):
-        train.prepare(cfg, train.make_mesh(1))
+        experiment.prepare(cfg, train.make_mesh(1))
 
 
 def test_too_short_a_training_segment_fails_in_prepare():
     with pytest.raises(ValueError, match=r"train segment has \d+ frames .*model.history \+ train.rollout"):
-        train.prepare(tiny(**{"train.rollout": 400}), train.make_mesh(1))
+        experiment.prepare(tiny(**{"train.rollout": 400}), train.make_mesh(1))
 
 
 # 8. An empty recording is rejected where it is made.
@@ -302,7 +302,7 @@ def test_an_extreme_sample_is_left_out_of_the_normalisation_and_read_as_missing(
 
 
 def test_extreme_samples_are_reported_by_prepare(monkeypatch, caplog):
-    real = train.load_data
+    real = experiment.load_data
 
     def glitched(cfg):
         data = real(cfg)
@@ -310,9 +310,9 @@ def test_extreme_samples_are_reported_by_prepare(monkeypatch, caplog):
         traces[17, 5] = 1e6
         return data._replace(recording=dataclasses.replace(data.recording, traces=traces))
 
-    monkeypatch.setattr(train, "load_data", glitched)
+    monkeypatch.setattr(experiment, "load_data", glitched)
     with caplog.at_level("WARNING"):
-        exp = train.prepare(tiny(), train.make_mesh(1))
+        exp = experiment.prepare(tiny(), train.make_mesh(1))
     report = exp.reports["normalisation"]
     assert report.excluded["extreme_samples"] == (5,)
     assert "1 extreme trace sample(s)" in str(report) and "(column 5): 1 sample(s)" in str(report)
@@ -376,7 +376,7 @@ def test_rare_transients_of_a_sparse_neuron_are_kept():
 def test_changed_data_under_the_same_config_is_named_not_called_damage(tmp_path, straight):
     source, _ = straight
     shutil.copytree(source, tmp_path / "w")
-    real = train.load_data
+    real = experiment.load_data
 
     def fewer(cfg):  # the same config, a recording with one neuron less (e.g. a re-imported store)
         data = real(cfg)
@@ -387,12 +387,12 @@ def test_changed_data_under_the_same_config_is_named_not_called_damage(tmp_path,
                                   neuron_ids=data.recording.neuron_ids[keep],
                                   positions=None if data.recording.positions is None else data.recording.positions[keep])
         circuit, rec, _ = union.source_circuit(rec, data.connectome)
-        return data._replace(connectome=circuit, recording=rec, neuron_group=data.neuron_group[keep])
+        return data._replace(connectome=circuit, recording=rec, neuron_group=data.neuron_group[keep], truth=None)
 
     import pytest as _pytest
 
     with _pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train, "load_data", fewer)
+        mp.setattr(experiment, "load_data", fewer)
         with pytest.raises(ValueError, match="arrays of other shapes than this run's .* the data changed"):
             train.train(_short(6), str(tmp_path / "w"))
     assert sorted(p.name for p in (tmp_path / "w" / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from mesojax import config, train
+from mesojax import config, experiment, train
 from mesojax.data import ValidationError, importer, sources, storage, synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def test_the_store_source_registers_by_id_and_keeps_traces_on_disk(files, store)
     np.testing.assert_array_equal(data.recording.traces[:], np.asarray(ph.recording.traces)[:, order])
     placed = data.connectome.placed
     assert placed.sum() == ph.circuit.connectome.n_neurons - 1 and not placed[3]
-    exp = train.prepare(_store_config(store), train.make_mesh(1, jax.devices()[:1]))
+    exp = experiment.prepare(_store_config(store), train.make_mesh(1, jax.devices()[:1]))
     before = storage.io_counters()["bytes_read"]
     train.windows.sample_batch(exp.recording, exp.norm, exp.segments["train"], length=8, n_windows=2, seed=0, step=0)
     read = storage.io_counters()["bytes_read"] - before

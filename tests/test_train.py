@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from mesojax import config, losses, metrics, readout, train
+from mesojax import config, experiment, losses, metrics, readout, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def test_end_to_end_tiny_writes_every_output(tiny_run):
     for name in ("domains_3d.png", "filter_usage.png", "forecast.png", "traces.png"):
         assert (workdir / "figures" / name).read_bytes()[:4] == b"\x89PNG", name
     rows = list(csv.DictReader(open(workdir / "partition.csv")))
-    assert len(rows) == train.load_data(cfg.data)[0].n_neurons
+    assert len(rows) == experiment.load_data(cfg.data)[0].n_neurons
     assert {"neuron_id", "location", "filter", "confidence", "true_instance", "true_motif"} <= set(rows[0])
     assert all(0 <= int(r["filter"]) < cfg.model.n_filters for r in rows)
     metrics = json.loads((workdir / "metrics.json").read_text())
@@ -50,7 +50,7 @@ def test_end_to_end_tiny_writes_every_output(tiny_run):
         assert np.isfinite(metrics["forecast"][name]["mse"]).all()
     truth = metrics["truth"]
     assert truth["planted_k"] == 4 and truth["n_instances"] == 52
-    assert 0 < truth["n_domains"] <= train.load_data(cfg.data)[0].n_neurons
+    assert 0 < truth["n_domains"] <= experiment.load_data(cfg.data)[0].n_neurons
     assert len(metrics["filters"]) == cfg.model.n_filters
     logged = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
     assert [m["step"] for m in logged] == list(range(1, 7))
@@ -77,13 +77,13 @@ def test_every_config_trains_on_tiny_data(tmp_path, name):
 def test_a_model_that_predicts_no_change_scores_exactly_like_persistence():
     """Evaluation alignment: with zero output gain the model is persistence, frame for frame."""
     cfg = short(1)
-    exp = train.prepare(cfg, train.make_mesh(1, jax.devices()[:1]))
+    exp = experiment.prepare(cfg, train.make_mesh(1, jax.devices()[:1]))
     params = train.model.init(jax.random.key(0), exp.spec, exp.inputs)
     pairs = params.interface.pairs
     still = params._replace(interface=params.interface._replace(
         pairs=pairs._replace(log_gain_out=pairs.log_gain_out - 1e4)))  # exp(-1e4) = 0: y = x[t]
     fitted = train.evaluate.fit_baselines(cfg, exp,
-                                          train.evaluate.normalised_traces(exp, "train"))
+                                          experiment.segment_traces(exp, "train"))
     fitted = {"persistence": fitted["persistence"]}
     fc = train.evaluate.forecasts(cfg, exp, still, [fitted])
     np.testing.assert_array_equal(fc["model"]["n_starts"], fc["persistence"]["n_starts"])
@@ -190,20 +190,21 @@ def test_state_readout_of_a_no_change_model_is_the_decoder_on_the_same_frames():
     import dataclasses
 
     cfg = short(1, **{"model.behaviour_readout": "state"})
-    exp = train.prepare(cfg, train.make_mesh(1, jax.devices()[:1]))
+    exp = experiment.prepare(cfg, train.make_mesh(1, jax.devices()[:1]))
     assert exp.spec.behaviour_readout == "state" and exp.spec.n_behaviour and exp.spec.n_modes
     params = train.model.init(jax.random.key(0), exp.spec, exp.inputs)
     pairs = params.interface.pairs
     still = params._replace(interface=params.interface._replace(
         pairs=pairs._replace(log_gain_out=pairs.log_gain_out - 1e4)))
     ev = train.evaluate
-    train_x = ev.normalised_traces(exp, "train")
+    train_x = experiment.segment_traces(exp, "train")
     temps = ev.final_temperatures(cfg)
     got = ev.behaviour_scores(exp, still, temps, train_x)
     assert got["readout"] == "state"
     h, norm, rec = exp.spec.history, exp.norm, exp.recording
-    (t0, t1), (tr0, tr1) = exp.segments["test"], exp.segments["train"]
-    x_tr, x_te = np.nan_to_num(train_x)[h - 1:-1], np.nan_to_num(ev.normalised_traces(exp, "test"))[h - 1:-1]
+    ((t0, t1),), ((tr0, tr1),) = exp.segments["test"], exp.segments["train"]
+    x_tr = np.nan_to_num(train_x[0])[h - 1:-1]
+    x_te = np.nan_to_num(experiment.segment_traces(exp, "test")[0])[h - 1:-1]
     z = lambda b: (b - norm.beh_mean) / norm.beh_std  # noqa: E731
     dec = metrics.linear_decoder(x_tr, z(rec.behaviour[tr0:tr1])[h:])
     truth = z(rec.behaviour[t0:t1])[h:]
@@ -243,7 +244,7 @@ def test_validation_selects_the_best_step_and_stops_early(tmp_path):
 
 def test_validation_needs_a_long_enough_validation_segment():
     with pytest.raises(ValueError, match=r"val segment has \d+ frames"):
-        train.prepare(short(3, **{"train.val_every": 1, "data.split": (0.79, 0.01, 0.2)}),
+        experiment.prepare(short(3, **{"train.val_every": 1, "data.split": (0.79, 0.01, 0.2)}),
                       train.make_mesh(1, jax.devices()[:1]))
 
 

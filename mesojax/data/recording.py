@@ -55,6 +55,12 @@ class Recording:
       modes: ``[T]`` int32 discrete behaviour mode per frame (-1 = unknown), or None.
       mode_names: name of each mode value.
       source: where the data came from (named in error messages).
+      trial_starts: ``[n_trials]`` int frame at which each trial begins (the first is 0), or None (one
+        trial). Trials are segments that must never be joined: windows, splits and forecasts stay inside
+        one; timestamps need only increase within a trial (each movie may restart its clock).
+      stimulus_positions: ``[S, 3]`` float32 µm position of each stimulus channel (e.g. the column a pixel
+        drives), or None. With positions the stimulus is *retinotopic*: each receptive field reads only the
+        channels inside it (:func:`mesojax.spatial.stimulus_tables`).
     """
 
     traces: Any
@@ -68,6 +74,8 @@ class Recording:
     modes: np.ndarray | None = None
     mode_names: tuple[str, ...] = ()
     source: str = "Recording"
+    trial_starts: np.ndarray | None = None
+    stimulus_positions: np.ndarray | None = None
 
     def __post_init__(self):
         src = self.source
@@ -100,7 +108,24 @@ class Recording:
                 src, "timestamps", None, f"length {len(timestamps)} does not match traces length T={t}"
             )
         V.check_finite(src, "timestamps", timestamps)
-        V.check_increasing(src, "timestamps", timestamps)
+        if self.trial_starts is not None:
+            starts = np.asarray(self.trial_starts)
+            if starts.dtype.kind not in "iu":
+                raise V.ValidationError(src, "trial_starts", None, f"expected integer frames, got {starts.dtype}")
+            V.check_shape(src, "trial_starts", starts, (None,))
+            if starts.size == 0 or starts[0] != 0:
+                raise V.ValidationError(src, "trial_starts", 0, "the first trial must start at frame 0")
+            V.check_increasing(src, "trial_starts", starts)
+            if starts[-1] >= t:
+                raise V.ValidationError(src, "trial_starts", int(starts.size - 1),
+                                        f"frame {int(starts[-1])} is not below T={t}")
+            set_("trial_starts", starts.astype(np.int64))
+        for k, (a, b) in enumerate(self.trials):
+            try:
+                V.check_increasing(src, "timestamps", timestamps[a:b])
+            except V.ValidationError as err:
+                where = "" if self.trial_starts is None else f" (within trial {k})"
+                raise V.ValidationError(src, "timestamps", a + err.row, err.problem + where) from None
         set_("timestamps", timestamps)
         if self.rate_hz is None:
             rate = 1.0 / float(np.median(np.diff(timestamps))) if t > 1 else float("nan")
@@ -136,6 +161,14 @@ class Recording:
             V.check_shape(src, "stimulus", stim, (t, None))
             V.check_finite(src, "stimulus", stim)
             set_("stimulus", stim)
+        if self.stimulus_positions is not None:
+            if self.stimulus is None:
+                raise V.ValidationError(src, "stimulus_positions", None, "given without a stimulus")
+            V.check_numeric(src, "stimulus_positions", self.stimulus_positions)
+            spos = np.asarray(self.stimulus_positions, np.float32)
+            V.check_shape(src, "stimulus_positions", spos, (self.stimulus.shape[1], 3))
+            V.check_finite(src, "stimulus_positions", spos)
+            set_("stimulus_positions", spos)
         if self.behaviour is not None:
             V.check_numeric(src, "behaviour", self.behaviour)
             beh = np.asarray(self.behaviour, np.float32)
@@ -172,6 +205,14 @@ class Recording:
         return int(self.traces.shape[1])
 
     @property
+    def trials(self) -> list[tuple[int, int]]:
+        """``[start, stop)`` frames of every trial (one ``(0, T)`` without ``trial_starts``)."""
+        if self.trial_starts is None:
+            return [(0, self.n_timesteps)]
+        edges = [*self.trial_starts.tolist(), self.n_timesteps]
+        return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+    @property
     def is_lazy(self) -> bool:
         return not isinstance(self.traces, np.ndarray)
 
@@ -182,9 +223,13 @@ class Recording:
                 self.source, "window", None, f"[{t0}, {t1}) is not inside [0, {self.n_timesteps})"
             )
         cut = lambda a: None if a is None else a[t0:t1]  # noqa: E731
+        starts = None
+        if self.trial_starts is not None:  # the trials overlapping the window, clipped to it
+            starts = np.unique(np.clip(self.trial_starts, t0, None))
+            starts = starts[starts < t1] - t0
         return dataclasses.replace(
             self, traces=np.asarray(self.traces[t0:t1], np.float32), timestamps=self.timestamps[t0:t1],
-            stimulus=cut(self.stimulus), behaviour=cut(self.behaviour), modes=cut(self.modes),
+            stimulus=cut(self.stimulus), behaviour=cut(self.behaviour), modes=cut(self.modes), trial_starts=starts,
         )
 
     def select_sources(self, sources: Sequence[int]) -> "Recording":
@@ -206,8 +251,11 @@ class Recording:
         ]
         if self.neuron_ids is not None:
             parts.append(f"  identified sources: {int((~_missing_id(self.neuron_ids)).sum())}/{self.n_sources}")
+        if self.trial_starts is not None:
+            parts.append(f"  trials: {len(self.trial_starts)}")
         if self.stimulus is not None:
-            parts.append(f"  stimulus: {self.stimulus.shape[1]} channels")
+            where = ", with positions (retinotopic)" if self.stimulus_positions is not None else ""
+            parts.append(f"  stimulus: {self.stimulus.shape[1]} channels{where}")
         if self.behaviour is not None:
             parts.append(f"  behaviour: {', '.join(self.behaviour_names)}")
         if self.modes is not None:

@@ -50,6 +50,9 @@ class Data(NamedTuple):
       behaviour_group: ``[Kc]`` group of every behaviour target.
       cell_types: the cell-type vocabulary of the model's inputs (fixed across animals), or None.
       reports: what loading excluded or repaired, per file.
+      labels: ``name -> [N]`` partitions of the neurons to score the fitted domains and filters against
+        (e.g. anatomical columns, hand-annotated types; "" / -1 = unknown), beyond the connectome's
+        ``cell_type`` and a phantom's planted truth, which are always scored.
     """
 
     connectome: Connectome
@@ -60,6 +63,7 @@ class Data(NamedTuple):
     behaviour_group: np.ndarray
     cell_types: tuple[str, ...] | None = None
     reports: dict | None = None
+    labels: dict | None = None
 
 
 Loader = Callable[[ml_collections.ConfigDict], Data]

@@ -822,6 +822,8 @@ def create_recording(
     modes: np.ndarray | None = None,
     mode_names: Sequence[str] = (),
     source: str | None = None,
+    trial_starts: np.ndarray | None = None,
+    stimulus_positions: np.ndarray | None = None,
     chunk_t: int | None = None,
     chunk_n: int | None = None,
     overwrite: bool = False,
@@ -857,7 +859,8 @@ def create_recording(
         template = Recording(
             traces=_ShapeOnly((t, nr)), timestamps=timestamps, rate_hz=rate_hz, positions=positions,
             neuron_ids=neuron_ids, stimulus=stimulus, behaviour=behaviour, behaviour_names=tuple(behaviour_names),
-            modes=modes, mode_names=tuple(mode_names), source=source or src,
+            modes=modes, mode_names=tuple(mode_names), source=source or src, trial_starts=trial_starts,
+            stimulus_positions=stimulus_positions,
         )
     except V.ValidationError as err:
         raise V.ValidationError(src, err.field, err.row, err.problem) from None
@@ -872,12 +875,16 @@ def create_recording(
         raise
 
 
+# Optional small arrays of a recording store (listed in meta.json's "fields" when present).
+_OPTIONAL_FIELDS = ("positions", "stimulus", "behaviour", "modes", "trial_starts", "stimulus_positions")
+
+
 def _recording_meta(root: pathlib.Path, r: Recording) -> dict:
     """Write the small arrays of `r` into `root` and return its meta.json content."""
     ids = r.neuron_ids
     id_dtype = None if ids is None else ("str" if ids.dtype.kind in "US" else "int64")
     _write_array(root, "timestamps", r.timestamps)
-    for name in ("positions", "stimulus", "behaviour", "modes"):
+    for name in _OPTIONAL_FIELDS:
         if getattr(r, name) is not None:
             _write_array(root, name, getattr(r, name))
     if id_dtype == "int64":
@@ -890,7 +897,7 @@ def _recording_meta(root: pathlib.Path, r: Recording) -> dict:
         "neuron_id_dtype": id_dtype,
         "neuron_ids": ids.tolist() if id_dtype == "str" else None,
         "behaviour_names": list(r.behaviour_names), "mode_names": list(r.mode_names),
-        "fields": sorted(n for n in ("positions", "stimulus", "behaviour", "modes") if getattr(r, n) is not None),
+        "fields": sorted(n for n in _OPTIONAL_FIELDS if getattr(r, n) is not None),
     }
 
 
@@ -914,8 +921,8 @@ def write_recording(
     writer = create_recording(
         path, r.n_timesteps, r.n_sources, timestamps=r.timestamps, rate_hz=r.rate_hz, positions=r.positions,
         neuron_ids=r.neuron_ids, stimulus=r.stimulus, behaviour=r.behaviour, behaviour_names=r.behaviour_names,
-        modes=r.modes, mode_names=r.mode_names, source=r.source, chunk_t=chunk_t, chunk_n=chunk_n,
-        overwrite=overwrite,
+        modes=r.modes, mode_names=r.mode_names, source=r.source, trial_starts=r.trial_starts,
+        stimulus_positions=r.stimulus_positions, chunk_t=chunk_t, chunk_n=chunk_n, overwrite=overwrite,
     )
     with writer:
         step = writer._chunk_t * max(1, _EXTRACT_BYTES // max(1, 4 * writer._chunk_t * max(r.n_sources, 1)))
@@ -965,7 +972,8 @@ def open_recording(path: PathLike, *, lazy: bool = True) -> Recording:
             stimulus=read("stimulus", (t, None), np.float32), behaviour=read("behaviour", (t, None), np.float32),
             behaviour_names=tuple(_meta_strings(meta, "behaviour_names", src, None)),
             modes=read("modes", (t,), np.int32), mode_names=tuple(_meta_strings(meta, "mode_names", src, None)),
-            source=_meta_get(meta, "source", src, str),
+            source=_meta_get(meta, "source", src, str), trial_starts=read("trial_starts", (None,), np.int64),
+            stimulus_positions=read("stimulus_positions", (None, 3), np.float32),
         )
     except V.ValidationError as err:
         raise V.ValidationError(src, err.field, err.row, err.problem) from None

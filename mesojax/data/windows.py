@@ -1,18 +1,24 @@
 """Training windows: normalisation, time splits and deterministic batches of time windows.
 
 A recording is split along time into train / validation / test segments; per-neuron statistics come
-from the training segment only. Batches are windows of ``H + R`` consecutive frames drawn uniformly
-from a segment; the draw for step ``s`` depends only on ``(seed, s)``, so a resumed run sees exactly
-the batches it would have seen without the interruption. Lazy (tensorstore) traces are read one
-window at a time.
+from the training segment only. A segment is a tuple of ``(start, stop)`` *pieces*: one piece for a
+single continuous recording; one or more per trial for a recording of several trials (:func:`split`),
+so that nothing ever joins two trials. Batches are windows of ``H + R`` consecutive frames drawn
+uniformly from the windows that fit inside one piece; the draw for step ``s`` depends only on
+``(seed, s)``, so a resumed run sees exactly the batches it would have seen without the interruption.
+Lazy (tensorstore) traces are read one window at a time.
 
 Example:
     >>> import numpy as np
     >>> from mesojax.data import Recording
     >>> rec = Recording(traces=np.random.default_rng(0).normal(size=(200, 5)), timestamps=np.arange(200.0))
-    >>> segs = split_time(rec.n_timesteps, (0.7, 0.1, 0.2))
+    >>> segs = split(rec.n_timesteps, (0.7, 0.1, 0.2))
     >>> segs
-    {'train': (0, 140), 'val': (140, 160), 'test': (160, 200)}
+    {'train': ((0, 140),), 'val': ((140, 160),), 'test': ((160, 200),)}
+    >>> split(200, (0.5, 0.0, 0.5), trials=[(0, 100), (100, 200)])      # time split within each trial
+    {'train': ((0, 50), (100, 150)), 'val': (), 'test': ((50, 100), (150, 200))}
+    >>> split(200, (0.5, 0.0, 0.5), trials=[(0, 100), (100, 200)], by="trial")
+    {'train': ((0, 100),), 'val': (), 'test': ((100, 200),)}
     >>> norm = fit_normalizer(rec, segs["train"])
     >>> batch = sample_batch(rec, norm, segs["train"], length=6, n_windows=4, seed=0, step=0)
     >>> batch.x.shape, batch.x_mask.dtype
@@ -78,14 +84,83 @@ class Batch(NamedTuple):
     modes: np.ndarray
 
 
-def split_time(n_timesteps: int, fractions: Sequence[float]) -> dict[str, tuple[int, int]]:
-    """Contiguous ``[start, stop)`` frame ranges for train / val / test with the given fractions."""
+Segment = tuple[tuple[int, int], ...]
+"""``(start, stop)`` frame pieces of one segment, in time order; windows never cross a piece boundary."""
+
+SPLITS = ("train", "val", "test")
+SPLIT_BY = ("time", "trial")
+
+
+def _check_fractions(fractions: Sequence[float]) -> None:
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise V.ValidationError(
             "split", "fractions", None, f"need 3 non-negative fractions summing to 1, got {fractions}"
         )
+
+
+def split_time(n_timesteps: int, fractions: Sequence[float]) -> dict[str, tuple[int, int]]:
+    """Contiguous ``[start, stop)`` frame ranges for train / val / test with the given fractions."""
+    _check_fractions(fractions)
     edges = np.round(np.cumsum([0.0, *fractions]) * n_timesteps).astype(int)
-    return {name: (int(edges[k]), int(edges[k + 1])) for k, name in enumerate(("train", "val", "test"))}
+    return {name: (int(edges[k]), int(edges[k + 1])) for k, name in enumerate(SPLITS)}
+
+
+def split(n_timesteps: int, fractions: Sequence[float], trials: Sequence[tuple[int, int]] | None = None,
+          by: str = "time") -> dict[str, Segment]:
+    """Train / val / test segments as pieces that never join two trials.
+
+    Args:
+      n_timesteps: T.
+      fractions: the three shares of frames (``by="time"``) or of trials (``by="trial"``), summing to 1.
+      trials: ``(start, stop)`` of every trial (:attr:`Recording.trials`); None: one trial ``(0, T)``.
+      by: ``"time"``: every trial is split along time with `fractions` (each segment gets one piece per
+        trial: the early part of every trial trains); ``"trial"``: whole trials, in order, go to train,
+        then val, then test (held-out trials; the trial count is split with `fractions`).
+
+    Returns:
+      ``{"train", "val", "test"} -> Segment``; an empty segment is ``()``. Without trials and with
+      ``by="time"`` the pieces are exactly :func:`split_time`'s ranges.
+
+    Raises:
+      ValidationError: bad fractions or `by`, or (by trial) a non-empty share that gets no trial.
+    """
+    _check_fractions(fractions)
+    if by not in SPLIT_BY:
+        raise V.ValidationError("split", "data.split_by", None, f"must be one of {list(SPLIT_BY)}, got {by!r}")
+    trials = [(0, int(n_timesteps))] if trials is None else [(int(a), int(b)) for a, b in trials]
+    out: dict[str, list[tuple[int, int]]] = {name: [] for name in SPLITS}
+    if by == "time":
+        for a, b in trials:
+            for name, (t0, t1) in split_time(b - a, fractions).items():
+                if t1 > t0:
+                    out[name].append((a + t0, a + t1))
+    else:
+        edges = np.round(np.cumsum([0.0, *fractions]) * len(trials)).astype(int)
+        for k, name in enumerate(SPLITS):
+            out[name] = trials[edges[k]:edges[k + 1]]
+            if fractions[k] > 0 and not out[name]:
+                raise V.ValidationError(
+                    "split", "data.split", None,
+                    f"the {name} share {fractions[k]} of {len(trials)} trials rounds to no trial; use more "
+                    "trials, another split, or data.split_by='time'")
+    return {name: tuple(pieces) for name, pieces in out.items()}
+
+
+def as_segment(segment: Segment | tuple[int, int]) -> Segment:
+    """A segment's pieces; a single ``(start, stop)`` pair is one piece."""
+    if len(segment) == 2 and all(isinstance(v, (int, np.integer)) for v in segment):
+        return ((int(segment[0]), int(segment[1])),)
+    return tuple((int(a), int(b)) for a, b in segment)
+
+
+def n_frames(segment: Segment | tuple[int, int]) -> int:
+    """Frames in a segment (summed over its pieces)."""
+    return sum(b - a for a, b in as_segment(segment))
+
+
+def longest_piece(segment: Segment | tuple[int, int]) -> int:
+    """Frames in the segment's longest piece (0 when empty): the longest window it can hold."""
+    return max((b - a for a, b in as_segment(segment)), default=0)
 
 
 # Frames read at once when statistics are computed over a (possibly lazy, larger than memory) segment.
@@ -103,16 +178,20 @@ def _finite_rows(values: np.ndarray, source: str, field: str, t0: int) -> np.nda
 _QUANTILE_FRAMES = 20000
 
 
-def _moments(read, t0: int, t1: int, source: str, field: str, lo: np.ndarray | None = None,
+def _chunks(segment: Segment) -> list[tuple[int, int]]:
+    """The segment's frames as ``(a, b)`` reads of at most `_STATS_CHUNK` frames, piece by piece."""
+    return [(a, min(a + _STATS_CHUNK, t1)) for t0, t1 in segment for a in range(t0, t1, _STATS_CHUNK)]
+
+
+def _moments(read, segment: Segment, source: str, field: str, lo: np.ndarray | None = None,
              hi: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-    """NaN-ignoring per-column mean and std over frames ``[t0, t1)``, reading `_STATS_CHUNK` frames at a time.
+    """NaN-ignoring per-column mean and std over the segment's frames, reading `_STATS_CHUNK` frames at a time.
 
     Samples outside ``[lo, hi]`` are left out and counted. Returns ``(mean, std, n_out, first_out)``.
     """
     count = total = total_sq = 0.0
     n_out = first_out = None
-    for a in range(t0, t1, _STATS_CHUNK):
-        b = min(a + _STATS_CHUNK, t1)
+    for a, b in _chunks(segment):
         v = _finite_rows(np.asarray(read(a, b), np.float64), source, field, a)
         seen = np.isfinite(v)
         if lo is not None:
@@ -136,8 +215,8 @@ _TOP = 64  # largest deviations tracked per column when looking for the gap that
 _GAP = 10.0  # a glitch lies at least this factor beyond every genuine sample
 
 
-def extreme_bounds(read, t0: int, t1: int, factor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column bounds outside which samples are glitches, from frames ``[t0, t1)``.
+def extreme_bounds(read, segment: Segment | tuple[int, int], factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column bounds outside which samples are glitches, from the segment's frames.
 
     A sample is extreme when its deviation from the median is both beyond
     ``factor · max(q99 - median, median - q1)`` and separated by a gap of ``_GAP``× from every smaller
@@ -147,9 +226,12 @@ def extreme_bounds(read, t0: int, t1: int, factor: float) -> tuple[np.ndarray, n
     are taken on at most `_QUANTILE_FRAMES` evenly spaced frames; the largest `_TOP` deviations of every
     column are tracked over all frames.
     """
-    frames = np.unique(np.linspace(t0, t1 - 1, min(t1 - t0, _QUANTILE_FRAMES)).astype(int))
+    segment = as_segment(segment)
+    chunks = _chunks(segment)
+    every = np.concatenate([np.arange(a, b) for a, b in segment])
+    frames = every[np.unique(np.linspace(0, len(every) - 1, min(len(every), _QUANTILE_FRAMES)).astype(int))]
     rows = np.concatenate([np.asarray(read(a, b), np.float64)[frames[(frames >= a) & (frames < b)] - a]
-                           for a, b in ((a, min(a + _STATS_CHUNK, t1)) for a in range(t0, t1, _STATS_CHUNK))])
+                           for a, b in chunks])
     rows = np.where(np.isfinite(rows), rows, np.nan)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: caught by the moments' check
@@ -157,8 +239,8 @@ def extreme_bounds(read, t0: int, t1: int, factor: float) -> tuple[np.ndarray, n
     scale = np.maximum(q99 - med, med - q1)
     n_cols = rows.shape[1]
     top = np.zeros((0, n_cols))
-    for a in range(t0, t1, _STATS_CHUNK):
-        v = np.abs(np.asarray(read(a, min(a + _STATS_CHUNK, t1)), np.float64) - med)
+    for a, b in chunks:
+        v = np.abs(np.asarray(read(a, b), np.float64) - med)
         v = np.where(np.isfinite(v), v, 0.0)
         top = np.concatenate([top, v])
         if len(top) > _TOP:
@@ -177,8 +259,9 @@ def extreme_bounds(read, t0: int, t1: int, factor: float) -> tuple[np.ndarray, n
     return lo.astype(np.float64), hi.astype(np.float64)
 
 
-def fit_normalizer(recording: Recording, segment: tuple[int, int], extreme: float | None = 50.0) -> Normalizer:
-    """Per-neuron (and per-behaviour) mean and std over `segment`, ignoring NaN, in time chunks.
+def fit_normalizer(recording: Recording, segment: Segment | tuple[int, int],
+                   extreme: float | None = 50.0) -> Normalizer:
+    """Per-neuron (and per-behaviour) mean and std over `segment` (pieces), ignoring NaN, in time chunks.
 
     With `extreme`, glitches (:func:`extreme_bounds`, ``factor = extreme``: far beyond the 1-99 % range
     and set apart from every other sample by a 10× gap) are left out of the statistics and read as
@@ -189,14 +272,14 @@ def fit_normalizer(recording: Recording, segment: tuple[int, int], extreme: floa
       ValidationError: naming the column (in ``row``) of a neuron with < 2 observed training samples, or
         the frame of an infinite value.
     """
-    t0, t1 = segment
+    segment = as_segment(segment)
     read = lambda a, b: recording.traces[a:b]  # noqa: E731
     lo = hi = None
     if extreme:
-        lo, hi = extreme_bounds(read, t0, t1, float(extreme))
-    mean, std, n_out, first_out = _moments(read, t0, t1, recording.source, "traces", lo, hi)
+        lo, hi = extreme_bounds(read, segment, float(extreme))
+    mean, std, n_out, first_out = _moments(read, segment, recording.source, "traces", lo, hi)
     if recording.behaviour is not None:
-        beh_mean, beh_std, _, _ = _moments(lambda a, b: recording.behaviour[a:b], t0, t1, recording.source,
+        beh_mean, beh_std, _, _ = _moments(lambda a, b: recording.behaviour[a:b], segment, recording.source,
                                            "behaviour")
     else:
         beh_mean = beh_std = np.zeros((0,), np.float32)
@@ -234,27 +317,36 @@ def stack(batches: Sequence[Batch]) -> Batch:
     return Batch(*[np.concatenate(parts, axis=0) for parts in zip(*batches)])
 
 
-def window_starts(segment: tuple[int, int], length: int, n_windows: int, seed: int, step: int) -> np.ndarray:
-    """The `n_windows` start frames drawn for `step` (depends only on ``(seed, step)``)."""
-    t0, t1 = segment
-    if t1 - t0 < length:
+def window_starts(segment: Segment | tuple[int, int], length: int, n_windows: int, seed: int,
+                  step: int) -> np.ndarray:
+    """The `n_windows` start frames drawn for `step` (depends only on ``(seed, step)``).
+
+    Every window of `length` frames that fits inside one piece is equally likely; none crosses a piece
+    (trial) boundary. With one piece ``(t0, t1)`` the draw is ``integers(t0, t1 - length + 1)``.
+    """
+    segment = as_segment(segment)
+    fits = np.asarray([max(0, b - a - length + 1) for a, b in segment], np.int64)
+    if fits.sum() == 0:
         raise V.ValidationError(
-            "windows", "segment", None, f"segment [{t0}, {t1}) is shorter than the window length {length}"
-        )
+            "windows", "segment", None,
+            f"no piece of the segment {list(segment)} holds a window of {length} frames")
     rng = np.random.default_rng([seed, step])
-    return rng.integers(t0, t1 - length + 1, size=n_windows)
+    k = rng.integers(0, int(fits.sum()), size=n_windows)
+    piece = np.searchsorted(np.cumsum(fits), k, side="right")
+    before = np.concatenate([[0], np.cumsum(fits)[:-1]])
+    return np.asarray([a for a, _ in segment], np.int64)[piece] + (k - before[piece])
 
 
 def sample_batch(
     recording: Recording,
     norm: Normalizer,
-    segment: tuple[int, int],
+    segment: Segment | tuple[int, int],
     *,
     length: int,
     n_windows: int,
     seed: int,
     step: int,
 ) -> Batch:
-    """A deterministic batch of `n_windows` windows of `length` frames from `segment`."""
+    """A deterministic batch of `n_windows` windows of `length` frames from `segment` (inside its pieces)."""
     starts = window_starts(segment, length, n_windows, seed, step)
     return stack([window(recording, norm, int(t), length) for t in starts])
