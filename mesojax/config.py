@@ -36,6 +36,8 @@ def base_config() -> ml_collections.ConfigDict:
         n_steps=ml_collections.FieldReference(None, field_type=int),
         calcium_noise=ml_collections.FieldReference(None, field_type=float),
         instance_height_um=ml_collections.FieldReference(None, field_type=float),  # columnar instances
+        retinotopic_stimulus=ml_collections.FieldReference(None, field_type=bool),  # a channel per instance
+        n_trials=ml_collections.FieldReference(None, field_type=int),  # separate trials, never joined
     ))
     c.data.split = (0.7, 0.1, 0.2)  # train / val / test fractions of time (or of trials, below)
     # A recording of several trials (Recording.trial_starts) is never joined across trials: "time" splits

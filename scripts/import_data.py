@@ -25,6 +25,8 @@ _RATE = flags.DEFINE_float("rate_hz", None, "Frame rate, when there are no times
 _STIM = flags.DEFINE_string("stimulus", None, "Stimulus [T, S] (.npy or .csv).")
 _BEH = flags.DEFINE_string("behaviour", None, "Behaviour [T, K] (.npy, or .csv with named columns).")
 _BEH_NAMES = flags.DEFINE_list("behaviour_names", None, "Names of the behaviour columns.")
+_STIM_POS = flags.DEFINE_string("stimulus_positions", None, "Stimulus channel positions [S, 3] µm (retinotopic).")
+_TRIALS = flags.DEFINE_string("trials", None, "Trial start frames, or a trial label per frame (.npy or .csv).")
 _REGISTER = flags.DEFINE_enum("register", "id", ["id", "position"], "Match trace columns to neurons by id or position.")
 _TOL = flags.DEFINE_float("tol_um", 2.0, "Registration by position: largest distance (µm).")
 _SERIES = flags.DEFINE_string("nwb_series", None, "NWB: which RoiResponseSeries.")
@@ -42,7 +44,8 @@ def main(argv):
         _OUT.value, synapses=_SYNAPSES.value, traces=_TRACES.value, neurons=_NEURONS.value,
         synapse_format=_FORMAT.value, voxel_nm=floats(_VOXEL.value), neuron_ids=_IDS.value,
         timestamps=_TIMES.value, rate_hz=_RATE.value, stimulus=_STIM.value, behaviour=_BEH.value,
-        behaviour_names=_BEH_NAMES.value, register=_REGISTER.value, tol_um=_TOL.value,
+        behaviour_names=_BEH_NAMES.value, stimulus_positions=_STIM_POS.value, trials=_TRIALS.value,
+        register=_REGISTER.value, tol_um=_TOL.value,
         nwb_series=_SERIES.value, nwb_id_column=_ID_COLUMN.value, pixel_size_um=floats(_PIXEL.value),
         chunk_t=_CHUNK.value, overwrite=_OVERWRITE.value)
     print(report)

@@ -6,6 +6,7 @@ with named columns.
 """
 
 import csv
+import dataclasses
 import json
 import os
 import pathlib
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from mesojax import config, experiment, train
-from mesojax.data import ValidationError, importer, sources, storage, synthetic
+from mesojax.data import ValidationError, importer, sources, storage, synthetic, windows
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -45,6 +46,13 @@ def files(tmp_path_factory):
         w = csv.writer(f)
         w.writerow(list(r.behaviour_names))
         w.writerows(np.asarray(r.behaviour).tolist())
+    np.save(root / "stimulus.npy", np.asarray(r.stimulus))
+    with open(root / "stimulus_xyz.csv", "w", newline="") as f:  # each channel at a neuron: a retinotopic stimulus
+        w = csv.writer(f)
+        w.writerow(["x", "y", "z"])
+        w.writerows(c.xyz[[0, 100]].tolist())
+    # Three recordings of the same tissue, given as a trial label per frame.
+    (root / "trials.csv").write_text("\n".join(str(k) for k in np.repeat([7, 3, 9], [100, 120, 80])) + "\n")
     return root, ph, order
 
 
@@ -58,10 +66,14 @@ def test_import_then_train_from_the_command_line(files, tmp_path):
     store = tmp_path / "store"
     out = _run(REPO / "scripts" / "import_data.py", "--out", store, "--neurons", root / "neurons.csv",
                "--synapses", root / "synapses.csv", "--traces", root / "traces.npy", "--neuron_ids", root / "ids.csv",
-               "--rate_hz", 10, "--behaviour", root / "behaviour.csv")
+               "--rate_hz", 10, "--behaviour", root / "behaviour.csv", "--stimulus", root / "stimulus.npy",
+               "--stimulus_positions", root / "stimulus_xyz.csv", "--trials", root / "trials.csv")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "registered 194/195 sources by id" in out.stdout and "(ids 999)" in out.stdout  # reported, kept
     assert (store / "connectome" / "meta.json").is_file() and (store / "recording" / "meta.json").is_file()
+    rec = storage.open_recording(store / "recording")
+    assert rec.trial_starts.tolist() == [0, 100, 220]
+    np.testing.assert_allclose(rec.stimulus_positions, ph.circuit.connectome.xyz[[0, 100]])
     work = tmp_path / "run"
     out = _run(REPO / "scripts" / "train.py", "--config", REPO / "configs" / "store.py", f"--config.data.path={store}",
                "--config.train.steps=3", "--config.train.log_every=1", "--config.optim.warmup_steps=1",
@@ -73,7 +85,9 @@ def test_import_then_train_from_the_command_line(files, tmp_path):
     assert set(results["behaviour"]["targets"]) == {"forward", "turn"}
     rows = list(csv.DictReader(open(work / "partition.csv")))
     assert len(rows) == ph.circuit.connectome.n_neurons
+    assert len(list(csv.DictReader(open(work / "per_neuron.csv")))) == ph.circuit.connectome.n_neurons
     assert "not in the connectome" in (work / "data_report.txt").read_text()
+    assert "cell_type" in results["labels"]  # the neuron table's types are scored against the domains
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +185,35 @@ def test_the_store_source_registers_by_position(files, tmp_path):
     data = sources.load(_store_config(tmp_path / "s", **{"data.register": "position", "data.tol_um": 0.5}).data)
     np.testing.assert_array_equal(data.connectome.ids, ph.recording.neuron_ids.astype(str))  # circuit ids are names
     assert "registered by position" in str(data.reports["registration"])
+
+
+class _Counted:
+    """A lazy trace array that records the largest block any single read returned."""
+
+    def __init__(self, inner):
+        self.inner, self.shape, self.dtype, self.largest = inner, inner.shape, inner.dtype, 0
+
+    def __getitem__(self, index):
+        block = np.asarray(self.inner[index])
+        self.largest = max(self.largest, block.nbytes)
+        return block
+
+
+def test_a_recording_larger_than_the_memory_budget_trains(store, tmp_path, monkeypatch):
+    """Preparation (statistics in chunks) and training (window by window) never hold more than a budget of
+    a fifth of the traces at once: a recording far larger than memory trains the same way."""
+    real = experiment.load_data
+    seen = {}
+
+    def counted(cfg):
+        data = real(cfg)
+        seen["traces"] = _Counted(data.recording.traces)
+        return data._replace(recording=dataclasses.replace(data.recording, traces=seen["traces"]))
+
+    monkeypatch.setattr(experiment, "load_data", counted)
+    monkeypatch.setattr(windows, "STATS_CHUNK", 32)  # frames read at once for the statistics
+    cfg = _store_config(store, **{"train.steps": 2, "optim.warmup_steps": 1, "grid.diameter_um": 30.0})
+    train.train(cfg, str(tmp_path / "w"))
+    t, n = seen["traces"].shape
+    budget = t * n * 4 / 5
+    assert 0 < seen["traces"].largest <= budget

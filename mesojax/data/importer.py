@@ -10,7 +10,10 @@
   ``timestamps`` or attribute ``rate_hz``, optional ``neuron_ids``, ``positions``), a ``.npy`` array
   (with ``neuron_ids`` and ``timestamps`` / ``rate_hz`` given separately), or a CSV whose header names the
   neurons (an optional ``time`` column gives timestamps);
-* optionally **stimulus** ``[T, S]`` and **behaviour** ``[T, K]`` (``.npy``, or CSV with named columns);
+* optionally **stimulus** ``[T, S]`` and **behaviour** ``[T, K]`` (``.npy``, or CSV with named columns),
+  **stimulus positions** ``[S, 3]`` µm (``.npy`` or CSV ``x, y, z``: a retinotopic stimulus, each receptive
+  field then reads only its own channels) and **trials** (``.npy`` or one-column CSV: the start frame of
+  every trial, or a trial label per frame; trials are never joined, and timestamps may restart in each);
 
 registers the traces to the neurons by id (or by position within ``tol_um``), and writes ``DIR/connectome``
 and ``DIR/recording`` (:mod:`mesojax.data.storage`) for ``configs/store.py``. Everything excluded or
@@ -26,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 from typing import Any, Sequence
@@ -92,8 +96,10 @@ def _read_matrix(path: PathLike, field: str) -> tuple[np.ndarray, list[str] | No
 def read_traces(path: PathLike, *, neuron_ids: PathLike | Sequence[Any] | None = None,
                 timestamps: PathLike | None = None, rate_hz: float | None = None,
                 nwb_series: str | None = None, nwb_id_column: str | None = None,
-                pixel_size_um: float | Sequence[float] | None = None) -> tuple[Recording, LoadReport]:
-    """Traces from NWB, HDF5, ``.npy`` or CSV as a :class:`Recording` (see the module docstring)."""
+                pixel_size_um: float | Sequence[float] | None = None,
+                trial_starts: np.ndarray | None = None) -> tuple[Recording, LoadReport]:
+    """Traces from NWB, HDF5, ``.npy`` or CSV as a :class:`Recording` (see the module docstring);
+    ``trial_starts`` (frames) lets timestamps restart at every trial."""
     src, suffix = str(path), pathlib.Path(path).suffix.lower()
     notes: list[str] = []
     positions = ids = None
@@ -103,6 +109,8 @@ def read_traces(path: PathLike, *, neuron_ids: PathLike | Sequence[Any] | None =
                                     "and timestamps; do not give neuron_ids, timestamps or rate_hz with it")
         rec, report = load_nwb_ophys(path, series=nwb_series, pixel_size_um=pixel_size_um, id_column=nwb_id_column,
                                      positions=pixel_size_um is not None or nwb_id_column is None)
+        if trial_starts is not None:
+            rec = _with(rec, trial_starts=trial_starts)
         return rec, report
     if suffix in (".h5", ".hdf5"):
         with V.file_errors(src, "file", what="HDF5 traces file"), h5py.File(path, "r") as f:
@@ -145,8 +153,41 @@ def read_traces(path: PathLike, *, neuron_ids: PathLike | Sequence[Any] | None =
         if len(ids) != traces.shape[1]:
             raise V.ValidationError(src, "neuron_ids", None, f"{len(ids)} ids for {traces.shape[1]} trace columns")
     rec = Recording(traces=np.asarray(traces, np.float32), timestamps=stamps, neuron_ids=ids, positions=positions,
-                    source=src)
+                    source=src, trial_starts=trial_starts)
     return rec, LoadReport(src, tuple(notes))
+
+
+def _with(rec: Recording, **fields: Any) -> Recording:
+    """`rec` with some fields replaced, validated again (as a new :class:`Recording`)."""
+    return Recording(**{f.name: fields.get(f.name, getattr(rec, f.name)) for f in dataclasses.fields(rec)})
+
+
+def read_trials(path: PathLike, n_timesteps: int) -> np.ndarray:
+    """Trial start frames from ``.npy`` / one-column CSV: either the start frames themselves (strictly
+    increasing from 0) or one trial label per frame (``T`` values; a new trial wherever the label changes).
+
+    Raises:
+      ValidationError: naming the file and row of a value that is neither.
+    """
+    src = str(path)
+    if pathlib.Path(path).suffix.lower() == ".csv":  # a header line is optional
+        column = list(tables.read_csv_columns(path, header=False, names=["trial"])["trial"])
+        if column and not _is_number(column[0]):
+            column = column[1:]
+        values = np.asarray(tables.to_float(src, "trials", np.asarray(column)), np.float64)
+    else:
+        values = _read_matrix(path, "trials")[0]
+        if values.shape[1] != 1:
+            raise V.ValidationError(src, "trials", None, f"expected one column, got {values.shape[1]}")
+        values = values[:, 0]
+    if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+        row = int(np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))[0])
+        raise V.ValidationError(src, "trials", row, f"{values[row]} is not an integer frame or label")
+    values = values.astype(np.int64)
+    increasing = values.size and values[0] == 0 and np.all(np.diff(values) > 0)
+    if len(values) == n_timesteps and not increasing:
+        return np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]])).astype(np.int64)
+    return values
 
 
 def import_circuit(
@@ -163,6 +204,8 @@ def import_circuit(
     stimulus: PathLike | None = None,
     behaviour: PathLike | None = None,
     behaviour_names: Sequence[str] | None = None,
+    stimulus_positions: PathLike | None = None,
+    trials: PathLike | None = None,
     register: str = "id",
     tol_um: float = 2.0,
     nwb_series: str | None = None,
@@ -181,6 +224,8 @@ def import_circuit(
         ``rate_hz`` where the file lacks them.
       neurons: neuron table (id, x, y, z µm, cell_type); without it, neurons sit at their synapses' mean.
       stimulus, behaviour: ``[T, S]`` / ``[T, K]`` arrays (``.npy`` or CSV; CSV headers name behaviour).
+      stimulus_positions: ``[S, 3]`` µm position of every stimulus channel (a retinotopic stimulus).
+      trials: the trials' start frames, or a trial label per frame (:func:`read_trials`).
       register: "id" (trace columns carry connectome neuron ids) or "position" (sources matched to the
         nearest neuron within ``tol_um`` µm; the matched ids are stored).
       chunk_t: frames per stored trace chunk (default: about 4 MiB per chunk); a training window reads
@@ -202,11 +247,25 @@ def import_circuit(
         cell_type = (ids, types) if types is not None else None
     connectome, rep = tables.connectome_from_synapse_table(table, positions, cell_type=cell_type)
     report = report.merge(rep)
+    starts = None
+    if trials is not None:  # the frame count is needed to tell labels from starts: peek at the traces
+        starts = read_trials(trials, _n_frames(traces))
     rec, rep = read_traces(traces, neuron_ids=neuron_ids, timestamps=timestamps, rate_hz=rate_hz,
-                           nwb_series=nwb_series, nwb_id_column=nwb_id_column, pixel_size_um=pixel_size_um)
+                           nwb_series=nwb_series, nwb_id_column=nwb_id_column, pixel_size_um=pixel_size_um,
+                           trial_starts=starts)
     report = report.merge(rep)
     t = rec.n_timesteps
     extra: dict[str, Any] = {}
+    if starts is not None:
+        extra["trial_starts"] = starts
+    if stimulus_positions is not None:
+        if stimulus is None:
+            raise V.ValidationError(str(stimulus_positions), "stimulus_positions", None, "given without a stimulus")
+        spos = _read_matrix(stimulus_positions, "stimulus_positions")[0]
+        if spos.shape[1] != 3:
+            raise V.ValidationError(str(stimulus_positions), "stimulus_positions", None,
+                                    f"expected 3 columns (x, y, z µm), got {spos.shape[1]}")
+        extra["stimulus_positions"] = spos.astype(np.float32)
     if stimulus is not None:
         stim, _ = _read_matrix(stimulus, "stimulus")
         extra["stimulus"] = stim.astype(np.float32)
@@ -230,8 +289,13 @@ def import_circuit(
         raise V.ValidationError(str(traces), "neuron_ids", None, "no neuron ids: give them (a CSV header, an HDF5 "
                                 "'neuron_ids' dataset or a neuron-ids file), or register by position")
     ids = _match_id_type(str(traces), ids, connectome)
-    rec = Recording(traces=rec.traces, timestamps=rec.timestamps, neuron_ids=ids, positions=rec.positions,
-                    source=rec.source, **extra)
+    try:
+        rec = Recording(traces=rec.traces, timestamps=rec.timestamps, neuron_ids=ids, positions=rec.positions,
+                        source=rec.source, **extra)
+    except V.ValidationError as err:  # name the file the bad field came from
+        files = {"stimulus_positions": stimulus_positions, "trial_starts": trials, "stimulus": stimulus,
+                 "behaviour": behaviour}
+        raise V.ValidationError(str(files.get(err.field) or err.source), err.field, err.row, err.problem) from None
     reg = register_by_id(rec, connectome)
     line = f"registration by {register}: " + "; ".join(x.strip() for x in reg.report().splitlines())
     unmatched = ids[reg.neuron < 0]
@@ -243,6 +307,28 @@ def import_circuit(
     storage.write_connectome(out / "connectome", connectome, overwrite=overwrite)
     storage.write_recording(out / "recording", rec, chunk_t=chunk_t, overwrite=overwrite)
     return report
+
+
+def _is_number(text: Any) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _n_frames(path: PathLike) -> int:
+    """Frames in a traces file, without keeping it in memory (NWB and HDF5 shapes, ``.npy`` memory-mapped)."""
+    suffix = pathlib.Path(path).suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        with V.file_errors(str(path), "file", what="HDF5 traces file"), h5py.File(path, "r") as f:
+            if "traces" in f:
+                return int(f["traces"].shape[0])
+    if suffix == ".npy":
+        return int(np.load(path, mmap_mode="r").shape[0])
+    if suffix == ".csv":
+        return len(next(iter(tables.read_csv_columns(path).values()), ()))
+    return -1  # NWB: trials must be given as start frames
 
 
 def _match_id_type(source: str, ids: np.ndarray, connectome: Connectome) -> np.ndarray:

@@ -246,7 +246,7 @@ class Recording:
         """A few lines describing sizes, rate and what optional fields are present."""
         parts = [
             f"Recording '{self.source}': T={self.n_timesteps} frames x {self.n_sources} sources "
-            f"at {self.rate_hz:.3g} Hz ({self.timestamps[-1] - self.timestamps[0]:.1f} s)"
+            f"at {self.rate_hz:.3g} Hz ({sum(self.timestamps[b - 1] - self.timestamps[a] for a, b in self.trials):.1f} s)"
             + (" [lazy]" if self.is_lazy else "")
         ]
         if self.neuron_ids is not None:

@@ -174,6 +174,12 @@ class PhantomConfig:
       n_stimulus: channels S; stimulus_fraction: fraction of instances driven by one channel;
       stimulus_gain: input per unit stimulus; stimulus_rate_hz: pulse onsets per second per channel;
       stimulus_duration_s: mean pulse length.
+      retinotopic_stimulus: every instance has its own stimulus channel, placed at its centre (like a
+        pixel driving its column), so ``S = I`` and ``n_stimulus`` / ``stimulus_fraction`` are not used;
+        the recording's ``stimulus_positions`` hold the centres.
+      n_trials: the ``n_steps`` frames are recorded as this many trials of (nearly) equal length, each
+        simulated from a fresh state after its own burn-in, with timestamps restarting at 0: joining two
+        trials would join unrelated dynamics.
       behaviour_names: one name per continuous behaviour channel (Kc); behaviour_instances_per_channel;
       behaviour_tau_s: readout low-pass; behaviour_noise: observation noise σ;
       behaviour_threshold: mode threshold in running standard deviations; behaviour_stats_tau_s.
@@ -212,6 +218,8 @@ class PhantomConfig:
     stimulus_gain: float = 4.0
     stimulus_rate_hz: float = 0.1
     stimulus_duration_s: float = 1.5
+    retinotopic_stimulus: bool = False
+    n_trials: int = 1
     behaviour_names: tuple[str, ...] = ("forward", "turn")
     behaviour_instances_per_channel: int = 3
     behaviour_tau_s: float = 1.0
@@ -271,6 +279,12 @@ class PhantomConfig:
             bad("behaviour_instances_per_channel", "must be >= 1 when behaviour channels are named")
         if not 0 <= self.stimulus_fraction <= 1:
             bad("stimulus_fraction", f"must be in [0, 1], got {self.stimulus_fraction}")
+        if not 1 <= self.n_trials <= max(self.n_steps, 1):
+            bad("n_trials", f"must be in [1, n_steps={self.n_steps}], got {self.n_trials}")
+
+    def n_channels(self, n_instances: int) -> int:
+        """Stimulus channels S: one per instance when retinotopic, else ``n_stimulus``."""
+        return int(n_instances) if self.retinotopic_stimulus else int(self.n_stimulus)
 
     @property
     def mean_units(self) -> float:
@@ -325,7 +339,7 @@ def preset(name: str, **overrides: Any) -> PhantomConfig:
     return PhantomConfig(**values)
 
 
-def _streams(seed: int) -> dict[str, np.random.Generator]:
+def _streams(seed: int | list[int]) -> dict[str, np.random.Generator]:
     children = np.random.SeedSequence(seed).spawn(len(_STREAMS))
     return {name: np.random.default_rng(child) for name, child in zip(_STREAMS, children)}
 
@@ -574,6 +588,8 @@ def make_circuit(config: PhantomConfig) -> Circuit:
     n_stim = int(round(config.stimulus_fraction * n_inst)) if config.n_stimulus > 0 else 0
     stim_inst = np.sort(rng["stimulus_assign"].choice(n_inst, size=n_stim, replace=False)).astype(np.int32)
     stim_chan = (rng["stimulus_assign"].permutation(n_stim) % max(config.n_stimulus, 1)).astype(np.int32)
+    if config.retinotopic_stimulus:  # channel i drives instance i (its column's pixel)
+        stim_inst = stim_chan = np.arange(n_inst, dtype=np.int32)
     kc = len(config.behaviour_names)
     nb = min(config.behaviour_instances_per_channel, n_inst // max(kc, 1))
     if kc and nb == 0:
@@ -657,7 +673,7 @@ def _targets(p: dict, x: np.ndarray, r: np.ndarray) -> np.ndarray:
 
 
 def simulate(
-    circuit: Circuit, config: PhantomConfig, n_steps: int | None = None, chunk_steps: int = 256
+    circuit: Circuit, config: PhantomConfig, n_steps: int | None = None, chunk_steps: int = 256, trial: int = 0
 ) -> Iterator[SimChunk]:
     """Simulate the phantom frame by frame, yielding chunks of ``chunk_steps`` frames.
 
@@ -670,6 +686,8 @@ def simulate(
       config: the dynamics/observation settings (``n_steps`` is the default length).
       n_steps: number of frames T (default ``config.n_steps``).
       chunk_steps: frames per yielded chunk.
+      trial: which trial: trial 0 draws from the config's seed, trial k from independent streams
+        (a fresh state, burn-in, stimulus and noise), so trials are unrelated stretches of the same circuit.
 
     Yields:
       :class:`SimChunk` objects covering frames ``0..T-1`` in order.
@@ -687,10 +705,10 @@ def simulate(
     if tuple(circuit.motif_names) != tuple(config.motifs) or circuit.seed != config.seed:
         raise V.ValidationError("simulate", "config", None,
                                 "circuit was built from a different config (motifs or seed differ)")
-    rng = _streams(config.seed)
+    rng = _streams(config.seed if trial == 0 else [config.seed, int(trial)])
     n = circuit.n_neurons
     n_inst = circuit.n_instances
-    s_ch = config.n_stimulus
+    s_ch = config.n_channels(n_inst)
     dt, h = config.dt, config.dt / config.n_substeps
     stim_gain = np.zeros((n_inst, max(s_ch, 1)))
     stim_gain[circuit.stimulus_instances, circuit.stimulus_channel] = config.stimulus_gain
@@ -891,18 +909,24 @@ def make_phantom(config: PhantomConfig) -> Phantom:
             f"T*N = {t_total}*{n_est} is too large to materialise; stream it with simulate(circuit, config)")
     circuit = make_circuit(config)
     n = circuit.n_neurons
-    chunks = list(simulate(circuit, config, chunk_steps=max(t_total, 1)))
+    edges = np.round(np.linspace(0, t_total, config.n_trials + 1)).astype(int)
+    chunks = [ch for k in range(config.n_trials) if edges[k + 1] > edges[k] for ch in simulate(
+        circuit, config, n_steps=int(edges[k + 1] - edges[k]), chunk_steps=max(t_total, 1), trial=k)]
+    s_ch = config.n_channels(circuit.n_instances)
     cat = lambda f, shape: (np.concatenate([getattr(ch, f) for ch in chunks])  # noqa: E731
                             if chunks else np.zeros(shape, np.float32))
     kc = len(config.behaviour_names)
     rates, spikes = cat("rates", (0, n)), cat("spikes", (0, n)).astype(np.int16)
     calcium, clean = cat("calcium", (0, n)), cat("calcium_clean", (0, n))
-    stimulus, behaviour = cat("stimulus", (0, config.n_stimulus)), cat("behaviour", (0, kc))
+    stimulus, behaviour = cat("stimulus", (0, s_ch)), cat("behaviour", (0, kc))
     modes = cat("modes", (0,)).astype(np.int32)
+    starts = edges[:-1] if config.n_trials > 1 else None
+    frame = np.arange(t_total) - (0 if starts is None else np.repeat(edges[:-1], np.diff(edges)))
     recording = Recording(
-        traces=calcium, timestamps=np.arange(t_total) * config.dt, rate_hz=1.0 / config.dt,
+        traces=calcium, timestamps=frame * config.dt, rate_hz=1.0 / config.dt,
         positions=circuit.connectome.xyz, neuron_ids=circuit.connectome.ids,
-        stimulus=stimulus if config.n_stimulus else None,
+        stimulus=stimulus if s_ch else None, trial_starts=starts,
+        stimulus_positions=circuit.instance_center if config.retinotopic_stimulus and s_ch else None,
         behaviour=behaviour if kc else None, behaviour_names=config.behaviour_names,
         modes=modes if kc else None, mode_names=(MODE_STILL, *config.behaviour_names) if kc else (),
         source=f"phantom(seed={config.seed})",

@@ -163,8 +163,9 @@ def longest_piece(segment: Segment | tuple[int, int]) -> int:
     return max((b - a for a, b in as_segment(segment)), default=0)
 
 
-# Frames read at once when statistics are computed over a (possibly lazy, larger than memory) segment.
-_STATS_CHUNK = 4096
+# Frames read at once when statistics are computed over a (possibly lazy, larger than memory) segment: with
+# the training windows, the most of a recording ever resident at once.
+STATS_CHUNK = 4096
 
 
 def _finite_rows(values: np.ndarray, source: str, field: str, t0: int) -> np.ndarray:
@@ -179,13 +180,13 @@ _QUANTILE_FRAMES = 20000
 
 
 def _chunks(segment: Segment) -> list[tuple[int, int]]:
-    """The segment's frames as ``(a, b)`` reads of at most `_STATS_CHUNK` frames, piece by piece."""
-    return [(a, min(a + _STATS_CHUNK, t1)) for t0, t1 in segment for a in range(t0, t1, _STATS_CHUNK)]
+    """The segment's frames as ``(a, b)`` reads of at most `STATS_CHUNK` frames, piece by piece."""
+    return [(a, min(a + STATS_CHUNK, t1)) for t0, t1 in segment for a in range(t0, t1, STATS_CHUNK)]
 
 
 def _moments(read, segment: Segment, source: str, field: str, lo: np.ndarray | None = None,
              hi: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-    """NaN-ignoring per-column mean and std over the segment's frames, reading `_STATS_CHUNK` frames at a time.
+    """NaN-ignoring per-column mean and std over the segment's frames, reading `STATS_CHUNK` frames at a time.
 
     Samples outside ``[lo, hi]`` are left out and counted. Returns ``(mean, std, n_out, first_out)``.
     """
