@@ -318,7 +318,7 @@ def _behaviour_rows(exp: Experiment, params: model.Params, temps: model.Temperat
 
 
 def behaviour_scores(exp: Experiment, params: model.Params, temps: model.Temperatures,
-                     train_x: list[np.ndarray]) -> dict[str, Any]:
+                     train_x: list[np.ndarray], series: dict[str, Any] | None = None) -> dict[str, Any]:
     """The model's behaviour forecasts on the test segment vs a decoder with the same information.
 
     `train_x` is the normalised training segment's pieces (NaN allowed). The model predicts behaviour
@@ -330,7 +330,8 @@ def behaviour_scores(exp: Experiment, params: model.Params, temps: model.Tempera
     targets (``model_r2``, ``linear_decoder_r2``) and per target (``targets``), with balanced accuracy for
     0/1 targets (the decoder's label is a prediction ≥ 0.5; the state readout's is its balanced
     threshold). No row pairs frames of two trials. A disjoint union also gets the same per group under
-    ``groups``.
+    ``groups``. A `series` dict, when given, receives the scored test rows of the continuous targets
+    (normalised units): ``names``, ``truth``, ``model`` and ``linear_decoder``, each ``[R, Kc]``.
     """
     norm, spec = exp.norm, exp.spec
     if spec.n_behaviour == 0 and spec.n_modes == 0:
@@ -367,6 +368,8 @@ def behaviour_scores(exp: Experiment, params: model.Params, temps: model.Tempera
         names = list(exp.recording.behaviour_names)
         raw = (test.raw, norm.beh_mean, norm.beh_std)
         result.update(_behaviour_table(names, beh, pred, raw, labels))
+        if series is not None:
+            series.update(names=names, truth=beh, **{who: np.asarray(p) for who, p in pred.items()})
         if len(groups) > 1:
             result["groups"] = {
                 exp.group_names[g]: _behaviour_table(
@@ -455,8 +458,9 @@ def evaluate(config: ml_collections.ConfigDict, exp: Experiment, params: model.P
 
     Returns:
       ``(results, partition)``: a JSON-ready dict, and the per-neuron results: the hard partition of
-      :func:`partition` plus ``per_neuron`` (:func:`per_neuron`, every forecaster's ``[K, N]`` scores)
-      and ``horizons`` ``[K]``.
+      :func:`partition` plus ``per_neuron`` (:func:`per_neuron`, every forecaster's ``[K, N]`` scores),
+      ``horizons`` ``[K]`` and, with continuous behaviour, ``behaviour`` (the test series of
+      :func:`behaviour_scores`).
     """
     spec, inputs = exp.spec, exp.inputs
     temps = final_temperatures(config)
@@ -474,7 +478,10 @@ def evaluate(config: ml_collections.ConfigDict, exp: Experiment, params: model.P
     part["per_neuron"] = per_neuron(forecast)
     part["horizons"] = np.asarray(forecast["model"]["horizons"])
     with progress.phase("behaviour", timings):
-        results["behaviour"] = behaviour_scores(exp, params, temps, train_x)
+        series: dict[str, Any] = {}
+        results["behaviour"] = behaviour_scores(exp, params, temps, train_x, series)
+        if series:
+            part["behaviour"] = series
     if len(columns) > 1:
         results["groups"] = {
             exp.group_names[g]: dict(_forecast_table(forecast, cols),

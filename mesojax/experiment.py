@@ -187,6 +187,8 @@ def prepare(config: ml_collections.ConfigDict, mesh: Mesh, timings: progress.Tim
         connectome, recording = data.connectome, data.recording
         segments = windows.split(recording.n_timesteps, tuple(config.data.split), recording.trials,
                                  by=config.data.get("split_by", "time"))
+        if not config.data.get("use_trials", True):
+            segments = {name: windows.join_pieces(seg) for name, seg in segments.items()}
         check_lengths(config, recording, segments)
         norm = windows.fit_normalizer(recording, segments["train"], extreme=config.data.get("extreme", 50.0))
         reports = dict(data.reports or {})

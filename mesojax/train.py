@@ -569,7 +569,8 @@ def rewrite_report(workdir: str) -> dict:
 
     Nothing is retrained or re-evaluated: the parameters are restored (the selected ones, with
     ``train.val_every``), the partition is recomputed, and figures, ``partition.csv``, ``motif_map.json``,
-    ``filters.txt`` and ``metrics.json`` are written from the saved evaluation, also for every held-out
+    ``filters.txt``, ``metrics.json`` and ``report.html`` are written from the saved evaluation (and its
+    per-neuron scores, ``evaluation.npz``), also for every held-out
     animal of ``config.transfer.animals``. Returns the saved evaluation results.
 
     Raises:
@@ -597,6 +598,7 @@ def rewrite_report(workdir: str) -> dict:
                 raise FileNotFoundError(f"{folder}: trained to step {int(state.step)} of {cfg.train.steps}; finish it "
                                         "with scripts/train.py first")
             part = evaluate.partition(exp.spec, state.params, exp.inputs, evaluate.final_temperatures(cfg))
+            part.update(report.load_arrays(os.path.join(folder, "evaluation.npz")))  # per-neuron scores
             report.write(folder, cfg, exp, state.params, saved, part)
         results = saved if results is None else results
     logging.info("rewrote the report in %s", workdir)

@@ -291,10 +291,12 @@ def test_the_report_is_rewritten_from_a_finished_workdir(tiny_run, tmp_path):
     cfg, workdir, results = tiny_run
     copy = tmp_path / "w"
     shutil.copytree(workdir, copy)
-    for name in ("partition.csv", "motif_map.json", "filters.txt"):
+    for name in ("partition.csv", "motif_map.json", "filters.txt", "report.html"):
         (copy / name).unlink()
     shutil.rmtree(copy / "figures")
     again = train.rewrite_report(str(copy))
+    page = (copy / "report.html").read_text()
+    assert "R² h1 " in page  # the per-neuron scores come back from evaluation.npz, without re-evaluating
     assert again["forecast"]["model"]["mse"] == pytest.approx(results["forecast"]["model"]["mse"])
     for name in ("partition.csv", "motif_map.json", "filters.txt", "metrics.json"):
         assert (copy / name).read_text() == (workdir / name).read_text(), name

@@ -146,6 +146,18 @@ def split(n_timesteps: int, fractions: Sequence[float], trials: Sequence[tuple[i
     return {name: tuple(pieces) for name, pieces in out.items()}
 
 
+def join_pieces(segment: Segment) -> Segment:
+    """The segment with touching pieces joined (``(0, 100), (100, 160)`` → ``(0, 160)``): trials treated as
+    one continuous recording, windows crossing their boundaries (``data.use_trials = False``)."""
+    out: list[tuple[int, int]] = []
+    for a, b in segment:
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return tuple(out)
+
+
 def as_segment(segment: Segment | tuple[int, int]) -> Segment:
     """A segment's pieces; a single ``(start, stop)`` pair is one piece."""
     if len(segment) == 2 and all(isinstance(v, (int, np.integer)) for v in segment):
