@@ -4,6 +4,7 @@ the page as a browser renders it (headless Chromium, where installed)."""
 import csv
 import html.parser
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -90,8 +91,18 @@ def test_report_html_is_self_contained_and_names_every_neuron(run):
     assert tags.tags.count("img") >= 7 and "table" in tags.tags
     assert all(link.startswith(("data:", "#")) for link in tags.links), [x[:60] for x in tags.links]
     assert "Plotly.newPlot" in page  # the interactive view, with plotly.js inlined
+    text = unescape_json(page)
+    note = text.split("not drawn:", 1)[1].split("</p>", 1)[0] if "not drawn:" in text else ""
     for row in csv.DictReader(open(workdir / "partition.csv")):
-        assert f"neuron {row['neuron_id']}<br>" in page or f"{row['neuron_id']}" in page.split("not drawn")[-1]
+        hover = f"neuron {row['neuron_id']}<br>cell type {row['cell_type']}<br>location {row['location']}, " \
+                f"filter {row['filter']}<br>confidence "
+        assert hover in text or row["neuron_id"] in note.split(", "), row["neuron_id"]
+    assert "<br>R² h1 " in text
+
+
+def unescape_json(page: str) -> str:
+    """The page with the \\uXXXX escapes of the embedded figure JSON decoded (plotly escapes <, > and non-ASCII)."""
+    return re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), page)
 
 
 def test_the_page_renders_in_a_browser_without_script_errors(run, tmp_path):

@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -295,8 +296,8 @@ def test_the_report_is_rewritten_from_a_finished_workdir(tiny_run, tmp_path):
         (copy / name).unlink()
     shutil.rmtree(copy / "figures")
     again = train.rewrite_report(str(copy))
-    page = (copy / "report.html").read_text()
-    assert "R² h1 " in page  # the per-neuron scores come back from evaluation.npz, without re-evaluating
+    page = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), (copy / "report.html").read_text())
+    assert "<br>R² h1 " in page  # the per-neuron scores come back from evaluation.npz, without re-evaluating
     assert again["forecast"]["model"]["mse"] == pytest.approx(results["forecast"]["model"]["mse"])
     for name in ("partition.csv", "motif_map.json", "filters.txt", "metrics.json"):
         assert (copy / name).read_text() == (workdir / name).read_text(), name
