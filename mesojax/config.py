@@ -125,6 +125,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.stride = 1  # forecast start every `stride` frames
     c.eval.baselines = ("persistence", "mean", "ar", "ridge_var", "masked_var", "mlp")
     c.eval.mlp_steps = 1500
+    # Representational similarity of the model to the recording on the test segment (mesojax.analysis).
+    c.eval.rsa = True
 
     # Held-out animals (celegans): refit interfaces and assignment on a frozen basis (mesojax.transfer).
     c.transfer = ml_collections.ConfigDict()

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 import scipy.sparse
 
-from mesojax import assign, baselines, basis, losses, metrics, model, optim, progress, readout
+from mesojax import analysis, assign, baselines, basis, losses, metrics, model, optim, progress, readout
 from mesojax.experiment import Experiment, segment_stimulus, segment_traces
 
 MODEL_KEYS = ("model", "model_hard")
@@ -161,6 +161,34 @@ def one_step_predictions(spec: model.ModelSpec, params: model.Params, inputs: mo
     """Teacher-forced one-step predictions over a segment ``x [T, N]``: ``x_next[r]`` predicts ``x[H + r]``."""
     ctx = model.context(spec, params, inputs, temps)
     return model.rollout(spec, params, inputs, ctx, x, stim, temps, n_teacher=x.shape[0])[0]
+
+
+def responses(config: ml_collections.ConfigDict, exp: Experiment, params: model.Params,
+              segment: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The model's responses over a segment, piece by piece (for :mod:`mesojax.analysis`).
+
+    Returns:
+      ``(recorded [R, N], predicted [R, N], filter outputs [R, L, B, M], frame [R])``: the recorded
+      ``x[t+1]`` (NaN kept), the model's teacher-forced one-step forecast of it, every pair's filter
+      output at that step, and the row's frame in the segment's pieces joined.
+    """
+    spec, inputs = exp.spec, exp.inputs
+    temps = final_temperatures(config)
+    ctx = context(spec, params, inputs, temps)
+    rows: dict[str, list] = {"data": [], "pred": [], "v": [], "frame": []}
+    offset, h = 0, spec.history
+    for x, stim in zip(segment_traces(exp, segment), segment_stimulus(exp, segment)):
+        if len(x) > h:
+            filled, s = jnp.asarray(np.nan_to_num(x)), jnp.asarray(stim)
+            rows["data"].append(x[h:])
+            rows["pred"].append(np.asarray(one_step_predictions(spec, params, inputs, temps, filled, s).x_next))
+            rows["v"].append(np.asarray(_filter_outputs(spec, params, inputs, ctx, filled, s, temps)))
+            rows["frame"].append(offset + np.arange(h, len(x)))
+        offset += len(x)
+    return tuple(np.concatenate(v) for v in (rows["data"], rows["pred"], rows["v"], rows["frame"]))
+
+
+_filter_outputs = jax.jit(model.filter_outputs, static_argnums=0)
 
 
 def partition(spec: model.ModelSpec, params: model.Params, inputs: model.ModelInputs,
@@ -482,6 +510,9 @@ def evaluate(config: ml_collections.ConfigDict, exp: Experiment, params: model.P
         results["behaviour"] = behaviour_scores(exp, params, temps, train_x, series)
         if series:
             part["behaviour"] = series
+    if config.eval.get("rsa", True):
+        with progress.phase("representational similarity", timings):
+            results["rsa"] = analysis.model_rsa(exp, part, responses(config, exp, params, "test"))
     if len(columns) > 1:
         results["groups"] = {
             exp.group_names[g]: dict(_forecast_table(forecast, cols),

@@ -526,3 +526,36 @@ def rollout(
     # Only the first step's pair predictions are kept: a full [R, L, B, K] stack would cost memory for nothing.
     pair_pred = _pair_predictions(params, inputs, ctx, x[h - 1], first_v)
     return Step(outs.x_next, pair_pred, outs.behaviour, outs.mode_logits), state
+
+
+def filter_outputs(
+    spec: ModelSpec,
+    params: Params,
+    inputs: ModelInputs,
+    ctx: Context,
+    x: jax.Array,
+    stimulus: jax.Array,
+    temps: Temperatures,
+) -> jax.Array:
+    """Every pair's filter output ``v`` at every step of a teacher-forced pass over a window.
+
+    The internal responses of the model (for representational similarity, :mod:`mesojax.analysis`):
+    step r reads the observed ``x[r : r + H]`` and the stimulus of frame ``H + r``, as :func:`rollout`
+    with ``n_teacher = R``.
+
+    Args:
+      x: ``[H + R, N]`` observed frames (NaN-free).
+      stimulus: ``[H + R, S]``.
+
+    Returns:
+      ``[R, L, B, M]`` filter outputs.
+    """
+    h = spec.history
+
+    def body(carry, r):
+        hist, st = carry
+        out, st = _advance(spec, params, inputs, ctx, hist, stimulus[h + r], st, temps)
+        return (jnp.concatenate([hist[1:], x[h + r][None]], axis=0), st), out.v
+
+    _, vs = jax.lax.scan(body, (x[:h], init_state(spec)), jnp.arange(x.shape[0] - h))
+    return vs

@@ -24,6 +24,8 @@
 ``figures/traces.png``        one-step predictions vs recorded traces: best, median and worst neuron
 ``figures/behaviour.png``     behaviour predicted (model, linear decoder) vs recorded
 ``figures/training.png``      every loss term against the training step
+``figures/rsa.png``           representational similarity: recorded and predicted RDMs, similarity per
+                              scope with noise ceiling and null (:mod:`mesojax.analysis`)
 ============================  ====================================================================
 
 The figures are also returned by library functions (:func:`figures`, ``figure_*``) for notebooks.
@@ -331,6 +333,51 @@ def figure_behaviour(part: dict[str, Any]) -> Figure | None:
     return fig
 
 
+def _rsa_rows(rsa: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(scope, rsa summary)`` rows: whole circuit (predicted neurons, filter outputs) and every filter,
+    per animal for a union."""
+    circuits = rsa["animals"] if "animals" in rsa else {"": rsa}
+    rows = []
+    for animal, r in circuits.items():
+        tag = f"{animal}: " if animal else ""
+        rows += [(f"{tag}whole, predicted neurons", r["whole"]["predicted"]),
+                 (f"{tag}whole, filter outputs", r["whole"]["filters"])]
+        rows += [(f"{tag}filter {b}", v) for b, v in r["filters"].items()]
+    return rows
+
+
+def figure_rsa(results: dict[str, Any]) -> Figure | None:
+    """Representational similarity (:mod:`mesojax.analysis`): the recorded and predicted RDMs of the
+    (first) circuit, and the similarity of every scope with its noise ceiling and the 95th percentile of
+    the shuffled-condition null; None when it was not computed."""
+    rsa = results.get("rsa")
+    if not rsa:
+        return None
+    first = next(iter(rsa["animals"].values())) if "animals" in rsa else rsa
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), gridspec_kw=dict(width_ratios=(1, 1, 1.4)))
+    names = first["rdms"]["conditions"]
+    for ax, key, title in zip(axes[:2], ("data", "predicted"), ("RDM: recorded", "RDM: model (predicted)")):
+        m = np.asarray(first["rdms"][key], float)
+        im = ax.imshow(np.where(m < 0, np.nan, m), cmap="viridis", vmin=0)
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(names)), names, fontsize=6)
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.7, label="1 - correlation")
+    rows = _rsa_rows(rsa)
+    y = np.arange(len(rows))
+    bar = axes[2]
+    bar.barh(y, [r["similarity"] for _, r in rows], color="tab:blue", label="model vs data (Spearman)")
+    bar.scatter([r["ceiling"] for _, r in rows], y, marker="|", s=200, color="k", label="noise ceiling")
+    bar.scatter([r["null_p95"] for _, r in rows], y, marker="|", s=200, color="tab:gray", label="null, 95th pct")
+    bar.set_yticks(y, [name for name, _ in rows], fontsize=7)
+    bar.invert_yaxis()
+    bar.set(xlim=(-1, 1.05), xlabel="RDM rank correlation", title="representational similarity")
+    bar.axvline(0, color="k", lw=0.5)
+    bar.legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
 def read_training_log(workdir: str) -> list[dict[str, float]]:
     """The logged training steps of ``metrics.jsonl`` (validation lines included); [] without one."""
     path = os.path.join(workdir, "metrics.jsonl")
@@ -400,6 +447,7 @@ def figures(config: ml_collections.ConfigDict, exp: Experiment, params: model.Pa
         "filters.png": figure_filters(config, exp, params, part),
         "traces.png": figure_traces(config, exp, params, part),
         "behaviour.png": figure_behaviour(part),
+        "rsa.png": figure_rsa(results),
         "training.png": figure_training(training or []),
     }
     return {name: fig for name, fig in out.items() if fig is not None}
@@ -601,6 +649,18 @@ def html_report(exp: Experiment, params: model.Params, results: dict[str, Any], 
             ["target", "model R²", "linear decoder R²"],
             [[k, v.get("model_r2", float("nan")), v.get("linear_decoder_r2", float("nan"))]
              for k, v in beh["targets"].items()]))
+    if results.get("rsa"):
+        sections.append("<h2>Representational similarity</h2><p class='note'>Spearman correlation of the "
+                        "model's and the recording's dissimilarity matrices over conditions (test segment), "
+                        "with the data's split-half noise ceiling and a shuffled-condition null.</p>" + _table(
+                            ["scope", "similarity", "noise ceiling", "null mean", "null 95 %", "p", "conditions"],
+                            [[name, r["similarity"], r["ceiling"], r["null_mean"], r["null_p95"], r["p_value"],
+                              r["n_conditions"]] for name, r in _rsa_rows(results["rsa"])]))
+        across = results["rsa"].get("across_animals")
+        if across:
+            sections.append("<p class='note'>Each filter's output RDMs compared between animals:</p>" + _table(
+                ["filter", "mean similarity", "animal pairs"],
+                [[b, v["mean_similarity"], v["n_pairs"]] for b, v in across.items()]))
     used = np.bincount(filt[filt >= 0], minlength=spec.n_filters)
     sections.append("<h2>Filters</h2>" + _table(
         ["filter", "neurons", "usage", "architecture (discretised)"],

@@ -67,7 +67,7 @@ def test_traces_show_the_best_median_and_worst_neuron(run):
 
 def test_every_figure_is_written_including_behaviour_and_training_curves(run):
     *_, workdir = run
-    for name in ("forecast", "domains_3d", "filter_usage", "filters", "traces", "behaviour", "training"):
+    for name in ("forecast", "domains_3d", "filter_usage", "filters", "traces", "behaviour", "training", "rsa"):
         assert (workdir / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
     assert set(report.load_arrays(str(workdir / "evaluation.npz"))) == {"per_neuron", "horizons", "behaviour"}
 
@@ -122,3 +122,15 @@ def test_the_page_renders_in_a_browser_without_script_errors(run, tmp_path):
     subprocess.run([*flags, "--window-size=1200,1100", f"--screenshot={shot}", url], capture_output=True,
                    timeout=180)
     assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 20_000  # not a blank page
+
+
+def test_representational_similarity_is_in_the_metrics_and_the_page(run):
+    _, exp, _, results, part, workdir = run
+    rsa = results["rsa"]
+    # The tiny phantom: 2 stimulus channels crossed with 3 behavioural modes.
+    assert len(rsa["conditions"]) == 9 and rsa["conditions"][0] == "no stimulus / still"
+    whole = rsa["whole"]["predicted"]
+    assert -1 <= whole["similarity"] <= 1 and 0 < whole["p_value"] <= 1
+    used = np.unique(part["filter"][part["filter"] >= 0])
+    assert sorted(int(b) for b in rsa["filters"]) == used.tolist()
+    assert "Representational similarity" in (workdir / "report.html").read_text()

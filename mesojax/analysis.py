@@ -1,0 +1,317 @@
+r"""Programme analyses of a fitted model: representational similarity to the tissue.
+
+**Representational similarity** (RSA; Kriegeskorte et al. 2008, Nili et al. 2014). Frames are grouped
+into *conditions*: stimulus conditions where there is a stimulus (which channel drives the frame),
+behavioural states where there are modes (forward, reversal, turning, ...), time bins otherwise. A
+representational dissimilarity matrix (RDM) holds, for every pair of conditions, the correlation
+distance between their mean response patterns,
+
+.. math::
+
+    D_{cd} = 1 - \operatorname{corr}(\bar r_c, \bar r_d), \qquad \bar r_c = \operatorname{mean}_{t: c(t) = c} r_t,
+
+computed from the recorded neurons, from the model's predicted neurons and from its filter outputs. Two
+RDMs are compared by the Spearman correlation of their upper triangles. Every comparison comes with
+
+* a **noise ceiling**: the split-half reliability of the data RDM (each condition's frames split into an
+  early and a late half), Spearman–Brown corrected: no model of these data can be expected to exceed it;
+* a **null**: the same comparison with the model RDM's conditions shuffled (rows and columns permuted
+  together), its mean, 95th percentile and the permutation p-value.
+
+:func:`model_rsa` does it for the whole circuit, per filter (its claimed neurons against its outputs
+at the locations it claims) and per domain, and, for a disjoint union of animals, compares each
+filter's output RDMs across animals (does a filter sit at the same place in the representational
+geometry of every animal?).
+
+Example::
+
+    labels, names = analysis.condition_labels(exp.recording, exp.segments["test"])
+    out = analysis.rsa(data_responses, model_responses, labels, len(names))
+    out["similarity"], out["ceiling"], out["null_p95"]
+    whole = analysis.model_rsa(exp, part, evaluate.responses(config, exp, params, "test"))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.stats
+
+from mesojax.data import Recording
+from mesojax.experiment import Experiment
+
+__all__ = ["condition_labels", "rdm", "compare_rdms", "rsa", "model_rsa"]
+
+_MIN_FRAMES = 4  # frames a condition needs in each half to enter an RDM
+
+
+def condition_labels(recording: Recording, segment: tuple[tuple[int, int], ...], *, prefix: str | None = None,
+                     n_time_bins: int = 8) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The condition of every frame of a segment (its pieces joined in order), and the condition names.
+
+    Stimulus conditions (0 = no channel on, ``k + 1`` = channel k is the strongest one on) are crossed
+    with behavioural states where there are both. Behavioural states are the modes, or else the states
+    of the 0/1 behaviour columns (e.g. ``reversal``: 0 = none of them, ``k + 1`` = the k-th is 1; with
+    `prefix`, only the columns named ``prefix...``, one animal of a disjoint union); fewer than three
+    states are split further by the terciles of the first continuous behaviour (e.g. velocity low / mid
+    / high outside reversals). Without stimulus or behaviour: ``n_time_bins`` equal bins of each piece.
+    Frames without a known condition (mode -1, NaN behaviour) are -1.
+
+    Returns:
+      ``(labels [T_seg] int, names)``.
+    """
+    pieces = [(int(a), int(b)) for a, b in segment]
+    cut = lambda a: np.concatenate([a[t0:t1] for t0, t1 in pieces])  # noqa: E731
+    stimulus = None
+    if recording.stimulus is not None and recording.stimulus.shape[1] and prefix is None:
+        stim = cut(recording.stimulus)
+        stimulus = (np.where(stim.max(1) > 0, 1 + np.argmax(stim, 1), 0).astype(np.int64),
+                    ("no stimulus", *[f"stimulus {k}" for k in range(stim.shape[1])]))
+    states = _states(recording, cut, prefix)
+    if stimulus is not None and states is not None:  # every (stimulus, state) combination is a condition
+        (a, a_names), (b, b_names) = stimulus, states
+        labels = np.where((a >= 0) & (b >= 0), a * len(b_names) + b, -1)
+        return labels, tuple(f"{x} / {y}" for x in a_names for y in b_names)
+    if stimulus is not None or states is not None:
+        return stimulus if stimulus is not None else states
+    labels = np.concatenate([np.minimum((np.arange(b - a) * n_time_bins) // max(b - a, 1), n_time_bins - 1)
+                             for a, b in pieces])
+    return labels.astype(np.int64), tuple(f"time bin {k}" for k in range(n_time_bins))
+
+
+def _states(recording: Recording, cut: Any, prefix: str | None) -> tuple[np.ndarray, tuple[str, ...]] | None:
+    """Behavioural states of every frame (modes, or 0/1 columns split by terciles; see
+    :func:`condition_labels`), or None without behaviour."""
+    if recording.modes is not None and prefix is None:
+        return cut(recording.modes).astype(np.int64), tuple(recording.mode_names)
+    if recording.behaviour is not None:
+        beh = cut(recording.behaviour)
+        cols = [k for k, name in enumerate(recording.behaviour_names) if prefix is None or name.startswith(prefix)]
+        binary = [k for k in cols if np.isfinite(beh[:, k]).any()
+                  and np.isin(beh[np.isfinite(beh[:, k]), k], (0.0, 1.0)).all() and np.nanmax(beh[:, k]) == 1]
+        cont = [k for k in cols if k not in binary and np.isfinite(beh[:, k]).sum() >= 3]
+        short = lambda k: recording.behaviour_names[k][len(prefix or ""):]  # noqa: E731
+        if binary or cont:
+            if binary:
+                on = np.nan_to_num(beh[:, binary]) == 1
+                labels = np.where(on.any(1), 1 + np.argmax(on, 1), 0)
+                labels = np.where(np.isnan(beh[:, binary]).any(1), -1, labels)
+                names = ["none of " + ", ".join(short(k) for k in binary), *[short(k) for k in binary]]
+            else:
+                labels, names = np.zeros(len(beh), np.int64), ["all"]
+            if len(names) < 3 and cont:  # too few states for an RDM: split the rest by terciles of a variable
+                k = cont[0]
+                rest = (labels == 0) & np.isfinite(beh[:, k])
+                edges = np.nanpercentile(beh[rest, k], [100 / 3, 200 / 3]) if rest.any() else [0.0, 0.0]
+                third = np.searchsorted(edges, beh[:, k], side="right")
+                labels = np.where(labels > 0, labels + 2, np.where(rest, third, -1))
+                base = names[0] if binary else ""
+                names = [f"{base} {short(k)} {t}".strip() for t in ("low", "mid", "high")] + names[1:]
+            return labels.astype(np.int64), tuple(names)
+    return None
+
+
+def _means(responses: np.ndarray, labels: np.ndarray, n_conditions: int) -> np.ndarray:
+    """``[C, D]`` mean response of every condition (NaN rows where a condition has no frame)."""
+    out = np.full((n_conditions, responses.shape[1]), np.nan)
+    for c in range(n_conditions):
+        sel = labels == c
+        if sel.any():
+            with np.errstate(invalid="ignore"):
+                out[c] = np.nanmean(responses[sel], axis=0)
+    return out
+
+
+def rdm(responses: np.ndarray, labels: np.ndarray, n_conditions: int) -> np.ndarray:
+    """Correlation-distance RDM ``[C, C]`` of the condition means (module docstring); NaN where a
+    condition has no frame or a flat mean pattern.
+
+    Args:
+      responses: ``[T, D]`` responses (NaN = missing, ignored in the means; columns missing in a
+        condition are left out of the correlations).
+      labels: ``[T]`` condition of every frame (-1 = none).
+      n_conditions: C.
+    """
+    means = _means(np.asarray(responses, np.float64), np.asarray(labels), n_conditions)
+    keep = np.isfinite(means).all(0)
+    if not keep.any():
+        return np.where(np.eye(n_conditions, dtype=bool), 0.0, np.nan)
+    m = means[:, keep]
+    m = m - m.mean(1, keepdims=True)
+    norm = np.linalg.norm(m, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unit = m / norm[:, None]
+        d = 1.0 - unit @ unit.T
+    d[~(norm > 1e-12)] = np.nan
+    d[:, ~(norm > 1e-12)] = np.nan
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def compare_rdms(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation of the upper triangles of two RDMs over the pairs finite in both (NaN when
+    fewer than 3 pairs, or one of them is constant)."""
+    iu = np.triu_indices(a.shape[0], 1)
+    x, y = a[iu], b[iu]
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return float("nan")
+    return float(scipy.stats.spearmanr(x[ok], y[ok]).statistic)
+
+
+def _halves(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each condition's frames split into an early and a late half (in time), as label arrays with -1
+    elsewhere; conditions with fewer than 2·`_MIN_FRAMES` frames are left out of both."""
+    first, second = np.full_like(labels, -1), np.full_like(labels, -1)
+    for c in np.unique(labels[labels >= 0]):
+        idx = np.flatnonzero(labels == c)
+        if idx.size < 2 * _MIN_FRAMES:
+            continue
+        cut = idx.size // 2
+        first[idx[:cut]], second[idx[cut:]] = c, c
+    return first, second
+
+
+def rsa(data: np.ndarray, model_responses: np.ndarray, labels: np.ndarray, n_conditions: int, *,
+        n_null: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Representational similarity of a model's responses to the data's, with noise ceiling and null.
+
+    Args:
+      data: ``[T, N]`` recorded responses.
+      model_responses: ``[T, D]`` the model's responses on the same frames (any width).
+      labels: ``[T]`` conditions (-1 = none).
+      n_conditions: C.
+      n_null: condition shuffles for the null.
+      seed: of the shuffles.
+
+    Returns:
+      ``similarity`` (Spearman of the two RDMs), ``ceiling`` (the data's split-half reliability,
+      Spearman–Brown corrected; ``ceiling_split_half`` uncorrected), ``null_mean``, ``null_p95``,
+      ``p_value`` (fraction of shuffles at least as similar, with the +1 correction), ``n_conditions``
+      (conditions with frames) and both RDMs (``rdm_data``, ``rdm_model``).
+    """
+    labels = np.asarray(labels)
+    keep = np.flatnonzero(np.bincount(labels[labels >= 0], minlength=n_conditions) >= _MIN_FRAMES)
+    remap = np.full(n_conditions, -1)
+    remap[keep] = np.arange(keep.size)
+    lab = np.where(labels >= 0, remap[np.maximum(labels, 0)], -1)
+    c = int(keep.size)
+    d_data, d_model = rdm(data, lab, c), rdm(model_responses, lab, c)
+    similarity = compare_rdms(d_data, d_model)
+    first, second = _halves(lab)
+    half = compare_rdms(rdm(data, first, c), rdm(data, second, c))
+    ceiling = 2 * half / (1 + half) if np.isfinite(half) and half > -1 else float("nan")
+    rng = np.random.default_rng(seed)
+    null = []
+    for _ in range(n_null if c >= 3 else 0):
+        p = rng.permutation(c)
+        null.append(compare_rdms(d_data, d_model[np.ix_(p, p)]))
+    null = np.asarray([v for v in null if np.isfinite(v)])
+    return {
+        "similarity": similarity, "ceiling": float(ceiling), "ceiling_split_half": half,
+        "null_mean": float(null.mean()) if null.size else float("nan"),
+        "null_p95": float(np.percentile(null, 95)) if null.size else float("nan"),
+        "p_value": float((1 + np.sum(null >= similarity)) / (1 + null.size)) if null.size else float("nan"),
+        "n_conditions": c, "conditions": keep.tolist(), "rdm_data": d_data, "rdm_model": d_model,
+    }
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if not k.startswith("rdm_")}
+
+
+def _circuit_rsa(data: np.ndarray, pred: np.ndarray, v: np.ndarray, labels: np.ndarray, names: tuple[str, ...],
+                 loc: np.ndarray, filt: np.ndarray, n_filters: int, n_null: int, max_domains: int) -> dict[str, Any]:
+    """:func:`model_rsa` for one circuit: its neurons' ``data`` / ``pred`` ``[R, n]``, their ``loc`` /
+    ``filt``, and the filter outputs ``v [R, L, B, M]``."""
+    n_cond = len(names)
+    claimed = (loc >= 0) & (filt >= 0)
+    pairs = sorted({(int(a), int(b)) for a, b in zip(loc[claimed], filt[claimed])})
+    whole_v = np.concatenate([v[:, a, b, :] for a, b in pairs], axis=1) if pairs else np.zeros((len(v), 0))
+    whole_pred = rsa(data, pred, labels, n_cond, n_null=n_null)
+    out: dict[str, Any] = {
+        "conditions": list(names),
+        "whole": {"predicted": _summary(whole_pred),
+                  "filters": _summary(rsa(data, whole_v, labels, n_cond, n_null=n_null))},
+        "rdms": {"data": np.nan_to_num(whole_pred["rdm_data"], nan=-1).tolist(),
+                 "predicted": np.nan_to_num(whole_pred["rdm_model"], nan=-1).tolist(),
+                 "conditions": [names[c] for c in whole_pred["conditions"]]},
+        "filters": {}, "domains": {},
+    }
+    for b in sorted({b for _, b in pairs}):
+        neurons = np.flatnonzero(claimed & (filt == b))
+        locs = sorted({a for a, bb in pairs if bb == b})
+        out["filters"][str(b)] = _summary(rsa(data[:, neurons], v[:, locs, b, :].reshape(len(v), -1), labels,
+                                              n_cond, n_null=n_null))
+    domain = np.where(claimed, loc.astype(np.int64) * n_filters + filt, -1)
+    ids, counts = np.unique(domain[claimed], return_counts=True)
+    for d in ids[np.argsort(-counts, kind="stable")][:max_domains]:
+        neurons = np.flatnonzero(domain == d)
+        out["domains"][f"{int(d) // n_filters}/{int(d) % n_filters}"] = _summary(
+            rsa(data[:, neurons], pred[:, neurons], labels, n_cond, n_null=0))
+    sims = [r["similarity"] for r in out["domains"].values() if np.isfinite(r["similarity"])]
+    out["domains_median_similarity"] = float(np.median(sims)) if sims else float("nan")
+    out["_pairs"] = pairs
+    return out
+
+
+def model_rsa(exp: Experiment, part: dict[str, np.ndarray], responses: tuple[np.ndarray, ...], *,
+              segment: str = "test", n_null: int = 200, max_domains: int = 20) -> dict[str, Any]:
+    """RSA of the fitted model against the recording, on `segment` (module docstring).
+
+    Whole circuit: recorded neurons against predicted neurons, and against all filter outputs (the pairs
+    that claim neurons). Per filter b: b's claimed recorded neurons against b's outputs at the locations
+    where it claims neurons. Per domain: the `max_domains` largest domains, their recorded against their
+    predicted neurons. A disjoint union of animals is analysed per animal (each with its own behavioural
+    states, :func:`condition_labels` with the animal's prefix), and each filter's output RDMs are
+    compared between every pair of animals where it claims neurons.
+
+    Args:
+      part: :func:`mesojax.evaluate.partition` (``location``, ``filter`` per neuron).
+      responses: :func:`mesojax.evaluate.responses` on `segment`: recorded and predicted neurons
+        ``[R, N]``, filter outputs ``[R, L, B, M]`` and the frame of every row.
+
+    Returns:
+      A JSON-ready dict: for one circuit ``conditions`` (names), ``whole`` (``predicted`` and ``filters``:
+      :func:`rsa` summaries), ``filters`` (per filter), ``domains`` (per domain) and their
+      ``domains_median_similarity``, and ``rdms`` (the data and predicted RDMs, as lists); for a union the
+      same per animal under ``animals`` plus ``across_animals`` (per filter: mean similarity over animal
+      pairs).
+    """
+    data, pred, v, frame = responses
+    loc, filt = np.asarray(part["location"]), np.asarray(part["filter"])
+    n_filters = exp.spec.n_filters
+    if len(exp.group_names) == 1:
+        labels, names = condition_labels(exp.recording, exp.segments[segment])
+        out = _circuit_rsa(data, pred, v, labels[frame], names, loc, filt, n_filters, n_null, max_domains)
+        out.pop("_pairs")
+        return dict(out, segment=segment)
+    animals, rdms_by_filter = {}, {}
+    for g, name in enumerate(exp.group_names):
+        cols = np.flatnonzero(exp.neuron_group == g)
+        labels, names = condition_labels(exp.recording, exp.segments[segment], prefix=f"{name}/")
+        res = _circuit_rsa(data[:, cols], pred[:, cols], v, labels[frame], names, loc[cols], filt[cols], n_filters,
+                           n_null, max_domains)
+        keep = np.flatnonzero(np.bincount(labels[frame][labels[frame] >= 0], minlength=len(names)) >= _MIN_FRAMES)
+        remap = np.full(len(names), -1)
+        remap[keep] = np.arange(keep.size)
+        lab = np.where(labels[frame] >= 0, remap[np.maximum(labels[frame], 0)], -1)
+        for b in sorted({b for _, b in res["_pairs"]}):
+            locs = sorted({a for a, bb in res["_pairs"] if bb == b})
+            rdms_by_filter.setdefault(b, {})[name] = (names, rdm(v[:, locs, b, :].reshape(len(v), -1), lab, keep.size),
+                                                     [names[c] for c in keep])
+        res.pop("_pairs")
+        animals[name] = res
+    across = {}
+    for b, per in rdms_by_filter.items():
+        values = []
+        keys = list(per)
+        for i, p in enumerate(keys):
+            for q in keys[i + 1:]:
+                if per[p][2] == per[q][2]:  # the same behavioural states in both animals
+                    values.append(compare_rdms(per[p][1], per[q][1]))
+        values = [x for x in values if np.isfinite(x)]
+        if values:
+            across[str(b)] = {"mean_similarity": float(np.mean(values)), "n_pairs": len(values)}
+    return {"segment": segment, "animals": animals, "across_animals": across}

@@ -1,0 +1,62 @@
+"""Representational similarity on constructed cases with known answers, and on a fitted tiny model."""
+
+import numpy as np
+import pytest
+
+from mesojax import analysis
+from mesojax.data import Recording
+
+
+def _conditioned(seed=0, n_cond=6, t=600, n=30, noise=0.3):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_cond), 10)[np.arange(t) % (10 * n_cond)]  # blocks of 10 frames, cycling
+    patterns = rng.normal(size=(n_cond, n))
+    return labels, patterns[labels] + noise * rng.normal(size=(t, n))
+
+
+def test_rdm_is_a_correlation_distance_matrix():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    x = np.array([[1, 2, 3], [1, 2, 3], [3, 2, 1], [3, 2, 1], [1, 2, 4], [1, 2, 4]], float)
+    d = analysis.rdm(x, labels, 3)
+    np.testing.assert_allclose(d, d.T)
+    np.testing.assert_allclose(np.diag(d), 0.0)
+    assert d[0, 1] == pytest.approx(2.0)  # anti-correlated patterns
+    assert d[0, 2] == pytest.approx(1 - np.corrcoef([1, 2, 3], [1, 2, 4])[0, 1])
+
+
+def test_an_identical_copy_scores_one_at_the_noise_ceiling():
+    labels, x = _conditioned(noise=0.05)
+    out = analysis.rsa(x, x.copy(), labels, 6, n_null=200)
+    assert out["similarity"] == pytest.approx(1.0)
+    assert out["ceiling"] > 0.95 and out["p_value"] < 0.05 and out["null_p95"] < 0.9
+
+
+def test_a_shuffled_copy_sits_at_the_null():
+    labels, x = _conditioned()
+    rng = np.random.default_rng(1)
+    shuffled = x[rng.permutation(len(x))]  # frames moved across conditions: no representational structure
+    scores = [analysis.rsa(x, shuffled[np.random.default_rng(s).permutation(len(x))], labels, 6, n_null=100,
+                           seed=s) for s in range(5)]
+    assert np.mean([r["p_value"] for r in scores]) > 0.2
+    assert abs(np.mean([r["similarity"] for r in scores]) - np.mean([r["null_mean"] for r in scores])) < 0.3
+
+
+def test_condition_labels_prefer_stimulus_then_modes_then_behavioural_states_then_time():
+    t = 40
+    base = dict(traces=np.zeros((t, 2)), timestamps=np.arange(float(t)))
+    stim = np.zeros((t, 2))
+    stim[5:10, 1] = 1.0
+    labels, names = analysis.condition_labels(Recording(**base, stimulus=stim), ((0, t),))
+    assert names[:2] == ("no stimulus", "stimulus 0") and labels[5] == 2 and labels[0] == 0
+    modes = np.arange(t) % 3
+    labels, names = analysis.condition_labels(Recording(**base, modes=modes, mode_names=("a", "b", "c")), ((0, t),))
+    assert names == ("a", "b", "c") and labels.tolist() == modes.tolist()
+    both = Recording(**base, stimulus=stim, modes=modes, mode_names=("a", "b", "c"))
+    labels, names = analysis.condition_labels(both, ((0, t),))  # stimulus × state
+    assert len(names) == 9 and names[7] == "stimulus 1 / b" and labels[7] == 2 * 3 + modes[7]
+    beh = np.stack([np.linspace(-1, 1, t), (np.arange(t) % 4 == 0).astype(float)], 1)
+    rec = Recording(**base, behaviour=beh, behaviour_names=("w/velocity", "w/reversal"))
+    labels, names = analysis.condition_labels(rec, ((0, t),), prefix="w/")
+    assert names[-1] == "reversal" and len(names) == 4 and (labels[np.arange(t) % 4 == 0] == 3).all()
+    labels, names = analysis.condition_labels(Recording(**base), ((0, 20), (20, 40)), n_time_bins=4)
+    assert labels[:20].tolist() == labels[20:].tolist() == np.repeat(np.arange(4), 5).tolist()
