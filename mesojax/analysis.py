@@ -1,4 +1,4 @@
-r"""Programme analyses of a fitted model: representational similarity to the tissue.
+r"""Programme analyses of a fitted model: representational similarity to the tissue, one-shot learning.
 
 **Representational similarity** (RSA; Kriegeskorte et al. 2008, Nili et al. 2014). Frames are grouped
 into *conditions*: stimulus conditions where there is a stimulus (which channel drives the frame),
@@ -23,12 +23,17 @@ at the locations it claims) and per domain, and, for a disjoint union of animals
 filter's output RDMs across animals (does a filter sit at the same place in the representational
 geometry of every animal?).
 
+**One-shot learning curves** (:func:`learning_curve`): a new circuit's model refit on a frozen basis
+from 2 % to 70 % of its recording, against the same model trained from scratch on those frames and
+against every baseline, all scored on the same held-out test segment.
+
 Example::
 
     labels, names = analysis.condition_labels(exp.recording, exp.segments["test"])
     out = analysis.rsa(data_responses, model_responses, labels, len(names))
     out["similarity"], out["ceiling"], out["null_p95"]
-    whole = analysis.model_rsa(exp, part, evaluate.responses(config, exp, params, "test"))
+    pairs = analysis.claimed_pairs(part)
+    whole = analysis.model_rsa(exp, part, evaluate.responses(config, exp, params, "test", pairs))
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ import scipy.stats
 from mesojax.data import Recording
 from mesojax.experiment import Experiment
 
-__all__ = ["condition_labels", "rdm", "compare_rdms", "rsa", "model_rsa"]
+__all__ = ["condition_labels", "rdm", "compare_rdms", "rsa", "claimed_pairs", "model_rsa", "learning_curve",
+           "LEARNING_FRACTIONS"]
 
 _MIN_FRAMES = 4  # frames a condition needs in each half to enter an RDM
 
@@ -212,23 +218,33 @@ def rsa(data: np.ndarray, model_responses: np.ndarray, labels: np.ndarray, n_con
         "similarity": similarity, "ceiling": float(ceiling), "ceiling_split_half": half,
         "null_mean": float(null.mean()) if null.size else float("nan"),
         "null_p95": float(np.percentile(null, 95)) if null.size else float("nan"),
-        "p_value": float((1 + np.sum(null >= similarity)) / (1 + null.size)) if null.size else float("nan"),
+        "p_value": (float((1 + np.sum(null >= similarity)) / (1 + null.size))
+                    if null.size and np.isfinite(similarity) else float("nan")),
         "n_conditions": c, "conditions": keep.tolist(), "rdm_data": d_data, "rdm_model": d_model,
     }
+
+
+def claimed_pairs(part: dict[str, np.ndarray]) -> np.ndarray:
+    """``[P, 2]`` the (location, filter) pairs that claim at least one neuron, sorted."""
+    loc, filt = np.asarray(part["location"]), np.asarray(part["filter"])
+    claimed = (loc >= 0) & (filt >= 0)
+    return np.unique(np.stack([loc[claimed], filt[claimed]], 1), axis=0).reshape(-1, 2).astype(np.int64)
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if not k.startswith("rdm_")}
 
 
-def _circuit_rsa(data: np.ndarray, pred: np.ndarray, v: np.ndarray, labels: np.ndarray, names: tuple[str, ...],
-                 loc: np.ndarray, filt: np.ndarray, n_filters: int, n_null: int, max_domains: int) -> dict[str, Any]:
+def _circuit_rsa(data: np.ndarray, pred: np.ndarray, v: np.ndarray, index: dict[tuple[int, int], int],
+                 labels: np.ndarray, names: tuple[str, ...], loc: np.ndarray, filt: np.ndarray, n_filters: int,
+                 n_null: int, max_domains: int) -> dict[str, Any]:
     """:func:`model_rsa` for one circuit: its neurons' ``data`` / ``pred`` ``[R, n]``, their ``loc`` /
-    ``filt``, and the filter outputs ``v [R, L, B, M]``."""
+    ``filt``, and the filter outputs ``v [R, P, M]`` of the pairs ``index`` (pair -> column of v)."""
     n_cond = len(names)
     claimed = (loc >= 0) & (filt >= 0)
     pairs = sorted({(int(a), int(b)) for a, b in zip(loc[claimed], filt[claimed])})
-    whole_v = np.concatenate([v[:, a, b, :] for a, b in pairs], axis=1) if pairs else np.zeros((len(v), 0))
+    cols = lambda ps: [index[p] for p in ps]  # noqa: E731
+    whole_v = v[:, cols(pairs)].reshape(len(v), -1)
     whole_pred = rsa(data, pred, labels, n_cond, n_null=n_null)
     out: dict[str, Any] = {
         "conditions": list(names),
@@ -241,8 +257,8 @@ def _circuit_rsa(data: np.ndarray, pred: np.ndarray, v: np.ndarray, labels: np.n
     }
     for b in sorted({b for _, b in pairs}):
         neurons = np.flatnonzero(claimed & (filt == b))
-        locs = sorted({a for a, bb in pairs if bb == b})
-        out["filters"][str(b)] = _summary(rsa(data[:, neurons], v[:, locs, b, :].reshape(len(v), -1), labels,
+        mine = [p for p in pairs if p[1] == b]
+        out["filters"][str(b)] = _summary(rsa(data[:, neurons], v[:, cols(mine)].reshape(len(v), -1), labels,
                                               n_cond, n_null=n_null))
     domain = np.where(claimed, loc.astype(np.int64) * n_filters + filt, -1)
     ids, counts = np.unique(domain[claimed], return_counts=True)
@@ -269,8 +285,8 @@ def model_rsa(exp: Experiment, part: dict[str, np.ndarray], responses: tuple[np.
 
     Args:
       part: :func:`mesojax.evaluate.partition` (``location``, ``filter`` per neuron).
-      responses: :func:`mesojax.evaluate.responses` on `segment`: recorded and predicted neurons
-        ``[R, N]``, filter outputs ``[R, L, B, M]`` and the frame of every row.
+      responses: :func:`mesojax.evaluate.responses` on `segment` for the pairs :func:`claimed_pairs`:
+        recorded and predicted neurons ``[R, N]``, filter outputs ``[R, P, M]``, the frame of every row.
 
     Returns:
       A JSON-ready dict: for one circuit ``conditions`` (names), ``whole`` (``predicted`` and ``filters``:
@@ -281,25 +297,26 @@ def model_rsa(exp: Experiment, part: dict[str, np.ndarray], responses: tuple[np.
     """
     data, pred, v, frame = responses
     loc, filt = np.asarray(part["location"]), np.asarray(part["filter"])
+    index = {(int(a), int(b)): k for k, (a, b) in enumerate(claimed_pairs(part))}
     n_filters = exp.spec.n_filters
     if len(exp.group_names) == 1:
         labels, names = condition_labels(exp.recording, exp.segments[segment])
-        out = _circuit_rsa(data, pred, v, labels[frame], names, loc, filt, n_filters, n_null, max_domains)
+        out = _circuit_rsa(data, pred, v, index, labels[frame], names, loc, filt, n_filters, n_null, max_domains)
         out.pop("_pairs")
         return dict(out, segment=segment)
     animals, rdms_by_filter = {}, {}
     for g, name in enumerate(exp.group_names):
         cols = np.flatnonzero(exp.neuron_group == g)
         labels, names = condition_labels(exp.recording, exp.segments[segment], prefix=f"{name}/")
-        res = _circuit_rsa(data[:, cols], pred[:, cols], v, labels[frame], names, loc[cols], filt[cols], n_filters,
-                           n_null, max_domains)
+        res = _circuit_rsa(data[:, cols], pred[:, cols], v, index, labels[frame], names, loc[cols], filt[cols],
+                           n_filters, n_null, max_domains)
         keep = np.flatnonzero(np.bincount(labels[frame][labels[frame] >= 0], minlength=len(names)) >= _MIN_FRAMES)
         remap = np.full(len(names), -1)
         remap[keep] = np.arange(keep.size)
         lab = np.where(labels[frame] >= 0, remap[np.maximum(labels[frame], 0)], -1)
         for b in sorted({b for _, b in res["_pairs"]}):
-            locs = sorted({a for a, bb in res["_pairs"] if bb == b})
-            rdms_by_filter.setdefault(b, {})[name] = (names, rdm(v[:, locs, b, :].reshape(len(v), -1), lab, keep.size),
+            mine = [index[p] for p in res["_pairs"] if p[1] == b]
+            rdms_by_filter.setdefault(b, {})[name] = (names, rdm(v[:, mine].reshape(len(v), -1), lab, keep.size),
                                                      [names[c] for c in keep])
         res.pop("_pairs")
         animals[name] = res
@@ -315,3 +332,89 @@ def model_rsa(exp: Experiment, part: dict[str, np.ndarray], responses: tuple[np.
         if values:
             across[str(b)] = {"mean_similarity": float(np.mean(values)), "n_pairs": len(values)}
     return {"segment": segment, "animals": animals, "across_animals": across}
+
+
+LEARNING_FRACTIONS = (0.02, 0.05, 0.1, 0.3, 0.7)
+"""Shares of the new circuit's recording its model is refit on (0.7: the default training segment)."""
+
+
+def learning_curve(transfer_config: Any, scratch_config: Any, trained: Any, trained_targets: tuple[str, ...],
+                   workdir: str, *, fractions: tuple[float, ...] = LEARNING_FRACTIONS,
+                   test_fraction: float = 0.2) -> dict[str, Any]:
+    """One-shot learning: a frozen basis against training from scratch, as the new circuit's data grows.
+
+    For every fraction f the new circuit's first f of frames train (``data.split = (f, 1 - test - f,
+    test)``, so the test segment, its last `test_fraction`, is the same at every size):
+
+    * ``transfer``: the trained basis frozen (:func:`mesojax.transfer.transfer_params`), interfaces and
+      assignment refit (`transfer_config`, e.g. :func:`mesojax.transfer.transfer_config`);
+    * ``scratch``: the same model trained from a fresh initialisation on those frames only
+      (`scratch_config`);
+    * every baseline of ``eval.baselines``, fitted on those frames.
+
+    Each run is a normal workdir ``<workdir>/<f>/<arm>/`` (resumable: a finished one is read back).
+
+    Args:
+      transfer_config, scratch_config: configs of the new circuit for the two arms.
+      trained: the source model's parameters; trained_targets: its behaviour target names.
+      workdir: where the runs go.
+      fractions: training shares of the recording.
+      test_fraction: the held-out share at the end.
+
+    Returns:
+      ``fractions``, ``train_frames`` (per fraction), ``horizons``, ``n_test_starts``, ``mse``:
+      ``{"transfer", "scratch", <baseline>...} -> [fraction][horizon]`` test MSE, ``n_targets`` (per
+      fraction and horizon, for pooling several circuits) and, with the persistence baseline,
+      ``relative_to_persistence`` (every arm's MSE over persistence's). Each size's MSE is in its own
+      normalised units (z-scores from its own training frames): compare arms within a size, and sizes
+      through the ratios (persistence does not learn).
+    """
+    # Imported here: mesojax.train imports mesojax.evaluate, which imports this module for the RSA.
+    import json
+    import os
+
+    from mesojax import evaluate, experiment, train, transfer
+
+    out: dict[str, Any] = {"fractions": list(fractions), "train_frames": [], "mse": {}, "n_targets": [],
+                           "n_test_starts": []}
+    for f in fractions:
+        for arm, base in (("transfer", transfer_config), ("scratch", scratch_config)):
+            cfg = base.copy_and_resolve_references()
+            with cfg.unlocked():
+                cfg.data.split = (f, round(1.0 - test_fraction - f, 10), test_fraction)
+                cfg.train.val_every = 0
+                cfg.eval.rsa = False
+                if arm == "scratch":
+                    cfg.eval.baselines = ()  # fitted on the same frames in the transfer arm
+            folder = os.path.join(workdir, f"{f:g}", arm)
+            path = os.path.join(folder, "metrics.json")
+            if not os.path.exists(path):
+                mesh = train.make_mesh(cfg.mesh.space)
+                exp = experiment.prepare(cfg, mesh)
+                params = None
+                if arm == "transfer":
+                    params = transfer.transfer_params(trained, experiment.init_params(cfg, exp), trained_targets,
+                                                      exp.recording.behaviour_names)
+                exp, state = train.train(cfg, folder, exp, mesh, params=params)
+                results, _ = evaluate.evaluate(cfg, exp, state.params)
+                results["train_frames"] = sum(b - a for a, b in exp.segments["train"])
+                tmp = f"{path}.tmp-{os.getpid()}"
+                with open(tmp, "w") as fh:
+                    json.dump(results, fh, default=float)
+                os.replace(tmp, path)
+            with open(path) as fh:
+                results = json.load(fh)
+            fc = results["forecast"]
+            out["mse"].setdefault(arm, []).append(fc["model"]["mse"])
+            if arm == "transfer":
+                out["train_frames"].append(results["train_frames"])
+                out["horizons"] = fc["model"]["horizons"]
+                out["n_targets"].append(fc["model"]["n_targets"])
+                out["n_test_starts"].append(fc["model"]["n_starts"])
+                for name, m in fc.items():
+                    if name not in evaluate.MODEL_KEYS:
+                        out["mse"].setdefault(name, []).append(m["mse"])
+    if "persistence" in out["mse"]:
+        ref = np.asarray(out["mse"]["persistence"], float)
+        out["relative_to_persistence"] = {k: (np.asarray(v, float) / ref).tolist() for k, v in out["mse"].items()}
+    return out

@@ -43,7 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
     # A recording of several trials (Recording.trial_starts) is never joined across trials: "time" splits
     # every trial with data.split; "trial" holds out whole trials (mesojax.data.windows.split).
     c.data.split_by = "time"
-    c.data.use_trials = True  # False joins consecutive trials into one stretch (for comparison only)
+    # False treats the trials as one continuous recording (windows cross their boundaries; for comparison):
+    # with split_by="time" the split ignores them, with "trial" consecutive trials of a segment are joined.
+    c.data.use_trials = True
     # Stimulus channels with positions (Recording.stimulus_positions): each receptive field reads only the
     # channels inside it (retinotopic); False gives every location the whole stimulus vector.
     c.data.retinotopic = True

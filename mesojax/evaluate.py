@@ -163,15 +163,20 @@ def one_step_predictions(spec: model.ModelSpec, params: model.Params, inputs: mo
     return model.rollout(spec, params, inputs, ctx, x, stim, temps, n_teacher=x.shape[0])[0]
 
 
-def responses(config: ml_collections.ConfigDict, exp: Experiment, params: model.Params,
-              segment: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def responses(config: ml_collections.ConfigDict, exp: Experiment, params: model.Params, segment: str,
+              pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The model's responses over a segment, piece by piece (for :mod:`mesojax.analysis`).
 
+    Args:
+      pairs: ``[P, 2]`` (location, filter) pairs whose filter outputs are kept (e.g. the pairs that
+        claim neurons, :func:`mesojax.analysis.claimed_pairs`; all ``L·B`` would not fit at scale).
+
     Returns:
-      ``(recorded [R, N], predicted [R, N], filter outputs [R, L, B, M], frame [R])``: the recorded
-      ``x[t+1]`` (NaN kept), the model's teacher-forced one-step forecast of it, every pair's filter
-      output at that step, and the row's frame in the segment's pieces joined.
+      ``(recorded [R, N], predicted [R, N], filter outputs [R, P, M], frame [R])``: the recorded
+      ``x[t+1]`` (NaN kept), the model's teacher-forced one-step forecast of it, the pairs' filter
+      outputs at that step, and the row's frame in the segment's pieces joined.
     """
+    pairs = jnp.asarray(np.asarray(pairs, np.int32).reshape(-1, 2))
     spec, inputs = exp.spec, exp.inputs
     temps = final_temperatures(config)
     ctx = context(spec, params, inputs, temps)
@@ -182,7 +187,7 @@ def responses(config: ml_collections.ConfigDict, exp: Experiment, params: model.
             filled, s = jnp.asarray(np.nan_to_num(x)), jnp.asarray(stim)
             rows["data"].append(x[h:])
             rows["pred"].append(np.asarray(one_step_predictions(spec, params, inputs, temps, filled, s).x_next))
-            rows["v"].append(np.asarray(_filter_outputs(spec, params, inputs, ctx, filled, s, temps)))
+            rows["v"].append(np.asarray(_filter_outputs(spec, params, inputs, ctx, filled, s, temps, pairs)))
             rows["frame"].append(offset + np.arange(h, len(x)))
         offset += len(x)
     return tuple(np.concatenate(v) for v in (rows["data"], rows["pred"], rows["v"], rows["frame"]))
@@ -512,7 +517,8 @@ def evaluate(config: ml_collections.ConfigDict, exp: Experiment, params: model.P
             part["behaviour"] = series
     if config.eval.get("rsa", True):
         with progress.phase("representational similarity", timings):
-            results["rsa"] = analysis.model_rsa(exp, part, responses(config, exp, params, "test"))
+            pairs = analysis.claimed_pairs(part)
+            results["rsa"] = analysis.model_rsa(exp, part, responses(config, exp, params, "test", pairs))
     if len(columns) > 1:
         results["groups"] = {
             exp.group_names[g]: dict(_forecast_table(forecast, cols),

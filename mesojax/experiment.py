@@ -154,8 +154,11 @@ def data_labels(data: Data) -> dict[str, np.ndarray]:
     ``cell_type`` when the connectome has any; on phantoms also the planted ``instance`` and ``motif``.
     """
     labels: dict[str, np.ndarray] = {}
-    if data.labels:
-        labels.update({k: np.asarray(v) for k, v in data.labels.items()})
+    for name, values in (data.labels or {}).items():
+        values = np.asarray(values)
+        if values.dtype.kind == "O":  # mixed or missing entries: strings, with "" for unknown
+            values = np.asarray(["" if v is None else str(v) for v in values])
+        labels[name] = values
     types = data.connectome.cell_type
     if types is not None and "cell_type" not in labels and np.any(np.asarray(types) != ""):
         labels["cell_type"] = np.asarray(types)
@@ -185,9 +188,10 @@ def prepare(config: ml_collections.ConfigDict, mesh: Mesh, timings: progress.Tim
     with progress.phase("load data", timings):
         data = load_data(config.data)
         connectome, recording = data.connectome, data.recording
-        segments = windows.split(recording.n_timesteps, tuple(config.data.split), recording.trials,
-                                 by=config.data.get("split_by", "time"))
-        if not config.data.get("use_trials", True):
+        by, use_trials = config.data.get("split_by", "time"), config.data.get("use_trials", True)
+        segments = windows.split(recording.n_timesteps, tuple(config.data.split),
+                                 recording.trials if use_trials or by == "trial" else None, by=by)
+        if not use_trials:  # trials held out whole stay apart from the training stretch; consecutive ones join
             segments = {name: windows.join_pieces(seg) for name, seg in segments.items()}
         check_lengths(config, recording, segments)
         norm = windows.fit_normalizer(recording, segments["train"], extreme=config.data.get("extreme", 50.0))
@@ -205,6 +209,14 @@ def prepare(config: ml_collections.ConfigDict, mesh: Mesh, timings: progress.Tim
         stim_tables = None
         if recording.stimulus_positions is not None and config.data.get("retinotopic", True):
             stim_tables = spatial.stimulus_tables(recording.stimulus_positions, grid, source=recording.source)
+            unread = np.setdiff1d(np.arange(recording.stimulus.shape[1]), stim_tables.channels[stim_tables.mask])
+            if unread.size:
+                note = (f"{unread.size} of {recording.stimulus.shape[1]} stimulus channels lie in no receptive "
+                        f"field and are read by no location: channels {unread[:20].tolist()}"
+                        + (" ..." if unread.size > 20 else ""))
+                logging.warning("%s", note)
+                reports["stimulus"] = LoadReport(recording.source, (note,), {"unread_stimulus_channels": tuple(
+                    int(k) for k in unread)})
     logging.info("grid: %d locations, up to %d members each, up to %d candidates per neuron",
                  tables.members.shape[0], tables.members.shape[1], tables.candidates.shape[1])
     with progress.phase("connectome features", timings):

@@ -536,6 +536,7 @@ def filter_outputs(
     x: jax.Array,
     stimulus: jax.Array,
     temps: Temperatures,
+    pairs: jax.Array | None = None,
 ) -> jax.Array:
     """Every pair's filter output ``v`` at every step of a teacher-forced pass over a window.
 
@@ -546,16 +547,18 @@ def filter_outputs(
     Args:
       x: ``[H + R, N]`` observed frames (NaN-free).
       stimulus: ``[H + R, S]``.
+      pairs: ``[P, 2]`` (location, filter) pairs to keep (None: all), so that only ``[R, P, M]`` is held.
 
     Returns:
-      ``[R, L, B, M]`` filter outputs.
+      ``[R, L, B, M]`` filter outputs, or ``[R, P, M]`` for the given pairs.
     """
     h = spec.history
 
     def body(carry, r):
         hist, st = carry
         out, st = _advance(spec, params, inputs, ctx, hist, stimulus[h + r], st, temps)
-        return (jnp.concatenate([hist[1:], x[h + r][None]], axis=0), st), out.v
+        v = out.v if pairs is None else out.v[pairs[:, 0], pairs[:, 1]]
+        return (jnp.concatenate([hist[1:], x[h + r][None]], axis=0), st), v
 
     _, vs = jax.lax.scan(body, (x[:h], init_state(spec)), jnp.arange(x.shape[0] - h))
     return vs

@@ -290,11 +290,13 @@ def _pick_neurons(part: dict[str, Any] | None, n: int) -> list[tuple[str, int]]:
 
 def figure_traces(config: ml_collections.ConfigDict, exp: Experiment, params: model.Params,
                   part: dict[str, Any] | None = None, n_frames: int = 200) -> Figure:
-    """One-step predictions against the recorded traces on the test segment's first piece (trial), for
+    """One-step predictions against the recorded traces on the test segment's longest piece (trial), for
     the best, median and worst neurons by the model's per-neuron R² at h1."""
     spec = exp.spec
-    x = np.nan_to_num(segment_traces(exp, "test")[0])[: n_frames + spec.history]
-    stim = segment_stimulus(exp, "test")[0][: x.shape[0]]
+    pieces = segment_traces(exp, "test")
+    longest = int(np.argmax([len(p) for p in pieces]))
+    x = np.nan_to_num(pieces[longest])[: n_frames + spec.history]
+    stim = segment_stimulus(exp, "test")[longest][: x.shape[0]]
     pred = np.asarray(evaluate.one_step_predictions(
         spec, params, exp.inputs, evaluate.final_temperatures(config), jnp.asarray(x), jnp.asarray(stim)).x_next)
     show = _pick_neurons(part, spec.n_neurons)
@@ -576,7 +578,9 @@ def _forecast_html(results: dict[str, Any]) -> str:
         for k, h in enumerate(horizons):
             values = [float(fc[n]["mse" if what == "MSE" else "r2"][k]) for n in names]
             rows.append([int(h), *values])
-            bold.append({1 + int(pick(values))})
+            finite = np.isfinite(values)
+            bold.append({1 + int(pick(np.where(finite, values, np.inf if what == "MSE" else -np.inf)))}
+                        if finite.any() else set())
         tables.append(f"<p class='note'>{what}</p>" + _table(["h", *names], rows, bold))
     return "".join(tables)
 
@@ -588,7 +592,9 @@ def _neuron_hover(exp: Experiment, part: dict[str, Any]) -> list[str]:
         r2 = np.asarray(part["per_neuron"]["model"]["r2"][0], float)
     out = []
     for i in range(c.n_neurons):
-        text = (f"neuron {html.escape(str(c.ids[i]))}<br>cell type {html.escape(str(c.cell_type[i]))}"
+        # Plotly renders hover text as HTML but decodes only a few entities: escape <, >, & and no quotes.
+        text = (f"neuron {html.escape(str(c.ids[i]), quote=False)}<br>cell type "
+                f"{html.escape(str(c.cell_type[i]), quote=False)}"
                 f"<br>location {int(part['location'][i])}, filter {int(part['filter'][i])}"
                 f"<br>confidence {float(part['confidence'][i]):.3f}")
         if r2 is not None:

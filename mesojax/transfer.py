@@ -86,11 +86,22 @@ def transfer_config(config: ml_collections.ConfigDict, animal: str) -> ml_collec
     """The training config of one held-out animal: its data only, ``transfer.steps`` steps, the basis
     frozen and its architecture temperature held at the end of the original anneal."""
     V.check_name("config", "transfer.animals", animal)  # becomes <workdir>/transfer/<animal>
+    cfg = frozen_config(config)
+    with cfg.unlocked():
+        cfg.data.animals = (animal,)
+    return cfg
+
+
+def frozen_config(config: ml_collections.ConfigDict, **data: object) -> ml_collections.ConfigDict:
+    """`config` refitting a new circuit on a frozen basis: ``transfer.steps`` steps, ``basis`` and
+    ``arch`` frozen, the architecture temperature held at the end of the original anneal. `data` replaces ``config.data`` fields (the new circuit: e.g. ``seed=1`` for
+    another phantom of the same motif types)."""
     cfg = config.copy_and_resolve_references()
     steps = int(config.transfer.steps)
     arch_end = float(config.anneal.arch[1])
     with cfg.unlocked():
-        cfg.data.animals = (animal,)
+        for key, value in data.items():
+            cfg.data[key] = value
         cfg.train.steps = steps
         cfg.anneal.steps = steps
         cfg.anneal.arch = (arch_end, arch_end)

@@ -60,3 +60,28 @@ def test_condition_labels_prefer_stimulus_then_modes_then_behavioural_states_the
     assert names[-1] == "reversal" and len(names) == 4 and (labels[np.arange(t) % 4 == 0] == 3).all()
     labels, names = analysis.condition_labels(Recording(**base), ((0, 20), (20, 40)), n_time_bins=4)
     assert labels[:20].tolist() == labels[20:].tolist() == np.repeat(np.arange(4), 5).tolist()
+
+
+def test_learning_curve_scores_every_arm_on_the_same_test_frames(tmp_path):
+    from mesojax import config, train, transfer
+
+    cfg = config.load_config_file("configs/phantom_tiny.py", **{
+        "train.steps": 2, "transfer.steps": 2, "eval.mlp_steps": 5, "eval.rsa": False,
+        "eval.baselines": ("persistence", "ar")})
+    exp, state = train.train(cfg, str(tmp_path / "source"))
+    scratch = cfg.copy_and_resolve_references()
+    with scratch.unlocked():
+        scratch.data.seed = 1
+    curve = analysis.learning_curve(transfer.frozen_config(cfg, seed=1), scratch, state.params,
+                                    exp.recording.behaviour_names, str(tmp_path / "curve"), fractions=(0.3, 0.7))
+    assert curve["fractions"] == [0.3, 0.7] and curve["train_frames"] == [90, 210]
+    assert curve["n_test_starts"][0] == curve["n_test_starts"][1]  # the same test segment at every size
+    assert set(curve["mse"]) == {"transfer", "scratch", "persistence", "ar"}
+    assert all(np.isfinite(v).all() for v in curve["mse"].values())
+    # Persistence does not learn: across sizes its MSE changes only with the normalisation (z-scores from
+    # each size's own training frames), so each arm is read relative to it.
+    rel = np.asarray(curve["relative_to_persistence"]["transfer"])
+    np.testing.assert_allclose(rel, np.asarray(curve["mse"]["transfer"]) / np.asarray(curve["mse"]["persistence"]))
+    again = analysis.learning_curve(transfer.frozen_config(cfg, seed=1), scratch, state.params,
+                                    exp.recording.behaviour_names, str(tmp_path / "curve"), fractions=(0.3, 0.7))
+    assert again == curve  # finished runs are read back, not redone

@@ -241,8 +241,12 @@ def extreme_bounds(read, segment: Segment | tuple[int, int], factor: float) -> t
     """
     segment = as_segment(segment)
     chunks = _chunks(segment)
-    every = np.concatenate([np.arange(a, b) for a, b in segment])
-    frames = every[np.unique(np.linspace(0, len(every) - 1, min(len(every), _QUANTILE_FRAMES)).astype(int))]
+    # Evenly spaced positions in the pieces joined, mapped back to frames (never a list of every frame).
+    lengths = np.asarray([b - a for a, b in segment], np.int64)
+    total = int(lengths.sum())
+    pos = np.unique(np.linspace(0, total - 1, min(total, _QUANTILE_FRAMES)).astype(np.int64))
+    piece = np.searchsorted(np.cumsum(lengths), pos, side="right")
+    frames = np.asarray([a for a, _ in segment], np.int64)[piece] + pos - (np.cumsum(lengths) - lengths)[piece]
     rows = np.concatenate([np.asarray(read(a, b), np.float64)[frames[(frames >= a) & (frames < b)] - a]
                            for a, b in chunks])
     rows = np.where(np.isfinite(rows), rows, np.nan)
