@@ -185,3 +185,28 @@ def test_label_scores_match_a_perfect_and_a_shuffled_partition():
                                        "unknown": np.full(20, -1)}, n_filters=2)
     assert got["same"]["domain_ari"] == pytest.approx(1.0) and got["types"]["filter_ari"] == pytest.approx(1.0)
     assert got["types"]["contingency"] == {"a": [10, 0], "b": [0, 10]} and "unknown" not in got
+
+
+def test_use_trials_false_treats_the_recording_as_one_stretch():
+    cfg = config.load_config_file("configs/phantom_tiny.py", **{
+        "data.overrides.n_trials": 3, "data.use_trials": False})
+    exp = experiment.prepare(cfg, train.make_mesh(1, jax.devices()[:1]))
+    flat = windows.split_time(300, tuple(cfg.data.split))
+    assert exp.segments == {k: ((a, b),) for k, (a, b) in flat.items()}
+
+
+def test_stimulus_channels_outside_every_field_are_reported(monkeypatch):
+    real = experiment.load_data
+
+    def one_far_channel(cfg):
+        data = real(cfg)
+        rec = data.recording
+        stim = np.concatenate([rec.stimulus, rec.stimulus[:, :1]], axis=1)
+        pos = np.concatenate([rec.stimulus_positions, [[1e4, 1e4, 1e4]]]).astype(np.float32)
+        return data._replace(recording=dataclasses.replace(rec, stimulus=stim, stimulus_positions=pos))
+
+    monkeypatch.setattr(experiment, "load_data", one_far_channel)
+    cfg = config.load_config_file("configs/phantom_tiny.py", **{"data.overrides.retinotopic_stimulus": True})
+    exp = experiment.prepare(cfg, train.make_mesh(1, jax.devices()[:1]))
+    report = exp.reports["stimulus"]
+    assert report.excluded["unread_stimulus_channels"] == (52,) and "read by no location" in str(report)
