@@ -537,6 +537,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a run in `workdir` was trained with (from its latest intact checkpoint's record).
 
+    Fields added to mesojax after the run was trained take the value that run had: their
+    :data:`LEGACY_VALUES` entry where the default changed behaviour, else their default (as
+    :func:`config_changes` reads them).
+
     Raises:
       FileNotFoundError: `workdir` holds no checkpoint.
     """
@@ -547,12 +551,38 @@ def saved_config(workdir: str) -> ml_collections.ConfigDict:
     try:
         for step in reversed(ckpt.all_steps()):
             try:
-                return ml_collections.ConfigDict(_tuples(ckpt.read_record(step)["config"]))
+                saved = ckpt.read_record(step)["config"]
             except Exception:  # noqa: BLE001 - an unreadable record: try the previous step
                 continue
+            return ml_collections.ConfigDict(_tuples(_with_defaults(saved, _defaults())))
     finally:
         ckpt.close()
     raise FileNotFoundError(f"{folder}: no checkpoint with a readable config")
+
+
+def _defaults() -> dict:
+    """Every field's value for a run that predates it: the default, or its :data:`LEGACY_VALUES` entry."""
+    out = json.loads(json.dumps(config_lib.base_config().to_dict(), default=str))
+    for key, value in LEGACY_VALUES.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return out
+
+
+def _with_defaults(saved: dict, defaults: dict) -> dict:
+    """`saved` with every field it lacks taken from `defaults` (recursively)."""
+    out = dict(saved)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _with_defaults(out[key], value)
+    return out
+
+
 
 
 def _tuples(tree: Any) -> Any:

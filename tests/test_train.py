@@ -313,3 +313,11 @@ def test_rewriting_the_report_of_an_unfinished_or_missing_run_is_one_error(tmp_p
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "report.py"), "--workdir", str(tmp_path / "none")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 1 and out.stderr.startswith("error: FileNotFoundError") and "Traceback" not in out.stderr
+
+
+def test_a_saved_config_from_before_a_field_existed_reads_it_as_that_run_had_it():
+    merged = train._with_defaults({"data": {"extreme": 5.0}, "extra": 1}, train._defaults())
+    assert merged["data"]["extreme"] == 5.0 and merged["extra"] == 1  # saved values kept
+    assert merged["train"]["val_every"] == 0 and merged["data"]["split_by"] == "time"  # later fields: defaults
+    fresh = train._with_defaults({}, train._defaults())
+    assert fresh["model"]["behaviour_readout"] == "pooled"  # a changed default: the legacy value
