@@ -50,6 +50,7 @@ __all__ = ["condition_labels", "rdm", "compare_rdms", "rsa", "claimed_pairs", "m
            "LEARNING_FRACTIONS"]
 
 _MIN_FRAMES = 4  # frames a condition needs in each half to enter an RDM
+_BINS = 5  # quantile bins of a continuous behaviour when there are too few discrete states
 
 
 def condition_labels(recording: Recording, segment: tuple[tuple[int, int], ...], *, prefix: str | None = None,
@@ -60,8 +61,8 @@ def condition_labels(recording: Recording, segment: tuple[tuple[int, int], ...],
     with behavioural states where there are both. Behavioural states are the modes, or else the states
     of the 0/1 behaviour columns (e.g. ``reversal``: 0 = none of them, ``k + 1`` = the k-th is 1; with
     `prefix`, only the columns named ``prefix...``, one animal of a disjoint union); fewer than three
-    states are split further by the terciles of the first continuous behaviour (e.g. velocity low / mid
-    / high outside reversals). Without stimulus or behaviour: ``n_time_bins`` equal bins of each piece.
+    states are split further by the quintiles of the first continuous behaviour (e.g. velocity 1/5 ..
+    5/5 outside reversals). Without stimulus or behaviour: ``n_time_bins`` equal bins of each piece.
     Frames without a known condition (mode -1, NaN behaviour) are -1.
 
     Returns:
@@ -106,14 +107,15 @@ def _states(recording: Recording, cut: Any, prefix: str | None) -> tuple[np.ndar
                 names = ["none of " + ", ".join(short(k) for k in binary), *[short(k) for k in binary]]
             else:
                 labels, names = np.zeros(len(beh), np.int64), ["all"]
-            if len(names) < 3 and cont:  # too few states for an RDM: split the rest by terciles of a variable
+            if len(names) < 3 and cont:  # too few states for an RDM: split the rest by quintiles of a variable
                 k = cont[0]
                 rest = (labels == 0) & np.isfinite(beh[:, k])
-                edges = np.nanpercentile(beh[rest, k], [100 / 3, 200 / 3]) if rest.any() else [0.0, 0.0]
-                third = np.searchsorted(edges, beh[:, k], side="right")
-                labels = np.where(labels > 0, labels + 2, np.where(rest, third, -1))
-                base = names[0] if binary else ""
-                names = [f"{base} {short(k)} {t}".strip() for t in ("low", "mid", "high")] + names[1:]
+                cuts = np.arange(1, _BINS) * 100 / _BINS
+                edges = np.nanpercentile(beh[rest, k], cuts) if rest.any() else np.zeros(_BINS - 1)
+                part = np.searchsorted(edges, beh[:, k], side="right")
+                labels = np.where(labels > 0, labels + _BINS - 1, np.where(rest, part, -1))
+                base = "" if not binary else "no " + ", ".join(short(j) for j in binary) + ", "
+                names = [f"{base}{short(k)} {q + 1}/{_BINS}" for q in range(_BINS)] + names[1:]
             return labels.astype(np.int64), tuple(names)
     return None
 
@@ -300,7 +302,11 @@ def model_rsa(exp: Experiment, part: dict[str, np.ndarray], responses: tuple[np.
     index = {(int(a), int(b)): k for k, (a, b) in enumerate(claimed_pairs(part))}
     n_filters = exp.spec.n_filters
     if len(exp.group_names) == 1:
-        labels, names = condition_labels(exp.recording, exp.segments[segment])
+        # One animal of a union format (a transfer) names its targets "<animal>/...": read them without it.
+        own = f"{exp.group_names[0]}/"
+        named = exp.recording.behaviour_names
+        prefix = own if named and all(n.startswith(own) for n in named) else None
+        labels, names = condition_labels(exp.recording, exp.segments[segment], prefix=prefix)
         out = _circuit_rsa(data, pred, v, index, labels[frame], names, loc, filt, n_filters, n_null, max_domains)
         out.pop("_pairs")
         return dict(out, segment=segment)

@@ -57,7 +57,8 @@ def test_condition_labels_prefer_stimulus_then_modes_then_behavioural_states_the
     beh = np.stack([np.linspace(-1, 1, t), (np.arange(t) % 4 == 0).astype(float)], 1)
     rec = Recording(**base, behaviour=beh, behaviour_names=("w/velocity", "w/reversal"))
     labels, names = analysis.condition_labels(rec, ((0, t),), prefix="w/")
-    assert names[-1] == "reversal" and len(names) == 4 and (labels[np.arange(t) % 4 == 0] == 3).all()
+    assert names[-1] == "reversal" and len(names) == 6 and (labels[np.arange(t) % 4 == 0] == 5).all()
+    assert names[0] == "no reversal, velocity 1/5" and sorted(set(labels[np.arange(t) % 4 != 0])) == [0, 1, 2, 3, 4]
     labels, names = analysis.condition_labels(Recording(**base), ((0, 20), (20, 40)), n_time_bins=4)
     assert labels[:20].tolist() == labels[20:].tolist() == np.repeat(np.arange(4), 5).tolist()
 
