@@ -15,6 +15,10 @@ RDMs are compared by the Spearman correlation of their upper triangles. Every co
 
 * a **noise ceiling**: the split-half reliability of the data RDM (each condition's frames split into an
   early and a late half), Spearman–Brown corrected: no model of these data can be expected to exceed it;
+  and a **cross-half similarity**, the model's RDM from one half against the data's from the other, to
+  be read against the uncorrected split-half reliability. A one-step forecast fed the recorded frames
+  shares their frame-by-frame fluctuations, so its same-frame similarity can exceed the ceiling; the
+  cross-half comparison cannot profit from that;
 * a **null**: the same comparison with the model RDM's conditions shuffled (rows and columns permuted
   together), its mean, 95th percentile and the permutation p-value.
 
@@ -194,8 +198,10 @@ def rsa(data: np.ndarray, model_responses: np.ndarray, labels: np.ndarray, n_con
       seed: of the shuffles.
 
     Returns:
-      ``similarity`` (Spearman of the two RDMs), ``ceiling`` (the data's split-half reliability,
-      Spearman–Brown corrected; ``ceiling_split_half`` uncorrected), ``null_mean``, ``null_p95``,
+      ``similarity`` (Spearman of the two RDMs over the same frames), ``similarity_cross_half`` (the
+      model's RDM from one half of each condition's frames against the data's from the other half,
+      averaged both ways: to be read against ``ceiling_split_half``, the data's split-half reliability;
+      ``ceiling`` is that reliability Spearman–Brown corrected, the bound for ``similarity``), ``null_mean``, ``null_p95``,
       ``p_value`` (fraction of shuffles at least as similar, with the +1 correction), ``n_conditions``
       (conditions with frames) and both RDMs (``rdm_data``, ``rdm_model``).
     """
@@ -208,7 +214,14 @@ def rsa(data: np.ndarray, model_responses: np.ndarray, labels: np.ndarray, n_con
     d_data, d_model = rdm(data, lab, c), rdm(model_responses, lab, c)
     similarity = compare_rdms(d_data, d_model)
     first, second = _halves(lab)
-    half = compare_rdms(rdm(data, first, c), rdm(data, second, c))
+    data_halves = rdm(data, first, c), rdm(data, second, c)
+    half = compare_rdms(*data_halves)
+    # Model and data from different frames (the model's early half against the data's late half and back):
+    # commensurate with the split-half reliability, and free of the frame-by-frame fluctuations that a
+    # one-step forecast shares with the frames it was fed.
+    model_halves = rdm(model_responses, first, c), rdm(model_responses, second, c)
+    crossed = [compare_rdms(model_halves[0], data_halves[1]), compare_rdms(model_halves[1], data_halves[0])]
+    crossed = [x for x in crossed if np.isfinite(x)]
     ceiling = 2 * half / (1 + half) if np.isfinite(half) and half > -1 else float("nan")
     rng = np.random.default_rng(seed)
     null = []
@@ -217,7 +230,8 @@ def rsa(data: np.ndarray, model_responses: np.ndarray, labels: np.ndarray, n_con
         null.append(compare_rdms(d_data, d_model[np.ix_(p, p)]))
     null = np.asarray([v for v in null if np.isfinite(v)])
     return {
-        "similarity": similarity, "ceiling": float(ceiling), "ceiling_split_half": half,
+        "similarity": similarity, "similarity_cross_half": float(np.mean(crossed)) if crossed else float("nan"),
+        "ceiling": float(ceiling), "ceiling_split_half": half,
         "null_mean": float(null.mean()) if null.size else float("nan"),
         "null_p95": float(np.percentile(null, 95)) if null.size else float("nan"),
         "p_value": (float((1 + np.sum(null >= similarity)) / (1 + null.size))

@@ -659,8 +659,10 @@ def html_report(exp: Experiment, params: model.Params, results: dict[str, Any], 
         sections.append("<h2>Representational similarity</h2><p class='note'>Spearman correlation of the "
                         "model's and the recording's dissimilarity matrices over conditions (test segment), "
                         "with the data's split-half noise ceiling and a shuffled-condition null.</p>" + _table(
-                            ["scope", "similarity", "noise ceiling", "null mean", "null 95 %", "p", "conditions"],
+                            ["scope", "similarity", "noise ceiling", "null mean", "null 95 %", "p",
+                             "cross-half similarity", "split-half reliability", "conditions"],
                             [[name, r["similarity"], r["ceiling"], r["null_mean"], r["null_p95"], r["p_value"],
+                              r.get("similarity_cross_half", float("nan")), r["ceiling_split_half"],
                               r["n_conditions"]] for name, r in _rsa_rows(results["rsa"])]))
         across = results["rsa"].get("across_animals")
         if across:

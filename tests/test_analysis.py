@@ -29,6 +29,7 @@ def test_an_identical_copy_scores_one_at_the_noise_ceiling():
     out = analysis.rsa(x, x.copy(), labels, 6, n_null=200)
     assert out["similarity"] == pytest.approx(1.0)
     assert out["ceiling"] > 0.95 and out["p_value"] < 0.05 and out["null_p95"] < 0.9
+    assert out["similarity_cross_half"] == pytest.approx(out["ceiling_split_half"])  # a copy is as reliable as the data
 
 
 def test_a_shuffled_copy_sits_at_the_null():
