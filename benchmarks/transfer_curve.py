@@ -20,6 +20,8 @@ Usage::
 
     python benchmarks/transfer_curve.py --dataset celegans --source runs/cv --out runs/curve --json curve.json
     python benchmarks/transfer_curve.py --dataset phantom --source runs/phantom --out runs/curve-ph
+
+With ``--json F.json`` the pooled curve is also drawn in ``F.png`` (:func:`mesojax.report.figure_learning_curve`).
 """
 
 from __future__ import annotations
@@ -122,6 +124,10 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1, default=float)
+        from mesojax import report  # noqa: PLC0415 - matplotlib only when a figure is written
+
+        fig = report.figure_learning_curve(result["pooled"])
+        fig.savefig(os.path.splitext(args.json)[0] + ".png", dpi=110, bbox_inches="tight")
 
 
 if __name__ == "__main__":

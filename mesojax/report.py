@@ -380,6 +380,33 @@ def figure_rsa(results: dict[str, Any]) -> Figure | None:
     return fig
 
 
+def figure_learning_curve(curve: dict[str, Any], horizons: tuple[int, ...] = (1, 5)) -> Figure:
+    """A learning curve (:func:`mesojax.analysis.learning_curve`, or a pool of several): test MSE relative
+    to persistence against the new circuit's training frames, for the frozen basis (transfer), the model
+    trained from scratch and the best baseline, one panel per horizon (< 1: better than no change)."""
+    rel = curve["relative_to_persistence"]
+    frames = np.asarray(curve["train_frames"], float)
+    frames = frames.mean(0) if frames.ndim > 1 else frames  # pooled folds: their mean size
+    baselines = [k for k in rel if k not in ("transfer", "scratch", "persistence")]
+    available = [h for h in horizons if h <= len(rel["transfer"][0])]
+    fig, axes = plt.subplots(1, len(available), figsize=(5 * len(available), 3.8), squeeze=False)
+    for ax, h in zip(axes[0], available):
+        for name, style in (("transfer", dict(color="tab:blue", marker="o", lw=2.5)),
+                            ("scratch", dict(color="tab:orange", marker="s", lw=1.5))):
+            ax.plot(frames, [r[h - 1] for r in rel[name]], label=name, **style)
+        if baselines:
+            best = np.min([[r[h - 1] for r in rel[b]] for b in baselines], axis=0)
+            ax.plot(frames, best, color="tab:gray", marker=".", ls="--", label="best baseline")
+        ax.axhline(1.0, color="k", lw=0.8, ls=":", label="persistence")
+        ax.set_xscale("log")
+        ax.set(xlabel="training frames of the new circuit", ylabel="test MSE / persistence's",
+               title=f"horizon {h}")
+        ax.legend(fontsize=7)
+    fig.suptitle("one-shot learning: frozen basis vs scratch")
+    fig.tight_layout()
+    return fig
+
+
 def read_training_log(workdir: str) -> list[dict[str, float]]:
     """The logged training steps of ``metrics.jsonl`` (validation lines included); [] without one."""
     path = os.path.join(workdir, "metrics.jsonl")

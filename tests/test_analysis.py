@@ -87,3 +87,10 @@ def test_learning_curve_scores_every_arm_on_the_same_test_frames(tmp_path):
     again = analysis.learning_curve(transfer.frozen_config(cfg, seed=1), scratch, state.params,
                                     exp.recording.behaviour_names, str(tmp_path / "curve"), fractions=(0.3, 0.7))
     assert again == curve  # finished runs are read back, not redone
+    from mesojax import report
+
+    fig = report.figure_learning_curve(curve)
+    assert [ax.get_title() for ax in fig.axes] == ["horizon 1", "horizon 5"]
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["transfer", "scratch", "best baseline", "persistence"]
+    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), rel[:, 0])
