@@ -63,6 +63,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.grid.axis = 2
     c.grid.height_um = ml_collections.FieldReference(None, field_type=float)
     c.grid.height_stride_um = ml_collections.FieldReference(None, field_type=float)
+    # Your own receptive-field centres instead of a lattice: a .npy [L, 3] or a CSV with x, y, z (µm), e.g.
+    # the axes of anatomical columns; "" lays the lattice (mesojax.spatial.build_grid).
+    c.grid.centers = ""
 
     c.features = ml_collections.ConfigDict()
     c.features.motifs = True  # 3-node motif participation columns

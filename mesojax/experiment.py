@@ -203,7 +203,9 @@ def prepare(config: ml_collections.ConfigDict, mesh: Mesh, timings: progress.Tim
     logging.info("circuit: %d neurons, %d synapses, %d frames in %d trial(s)", connectome.n_neurons,
                  len(connectome.pre), recording.n_timesteps, len(recording.trials))
     with progress.phase("grid and tables", timings):
-        grid = spatial.build_grid(connectome.xyz, grid_spec(config, mesh), source=connectome.source)
+        centers_path = config.grid.get("centers", "")
+        centers = spatial.load_centers(centers_path) if centers_path else None
+        grid = spatial.build_grid(connectome.xyz, grid_spec(config, mesh), centers=centers, source=connectome.source)
         tables = spatial.build_tables(connectome.xyz, grid, pre=connectome.pre, post=connectome.post,
                                       source=connectome.source)
         stim_tables = None

@@ -56,6 +56,8 @@ Example:
 from __future__ import annotations
 
 import itertools
+import os
+import pathlib
 from typing import Any, NamedTuple
 
 import jax
@@ -63,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.spatial import cKDTree
 
+from mesojax.data import tables
 from mesojax.data import validation as V
 from mesojax.data.connectome import check_positions
 
@@ -276,8 +279,13 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def build_grid(xyz: np.ndarray, spec: GridSpec, *, source: str = "build_grid") -> Grid:
+def build_grid(xyz: np.ndarray, spec: GridSpec, *, centers: np.ndarray | None = None,
+               source: str = "build_grid") -> Grid:
     """Lattice of sphere centres over the bounding box of the placed `xyz`, keeping spheres that hold one.
+
+    With `centers` (``[L, 3]`` µm, e.g. the axes of anatomical columns) those points are the centres
+    instead of a lattice (``stride`` and ``origin`` unused); the ones whose field holds no neuron are
+    dropped, and ``Grid.lattice`` holds each kept centre's row in `centers` (then 0, 0).
 
     Per axis the lattice is ``µ = start + k·s``, ``k = 0..n-1``, with ``n = ⌈(max - min) / s⌉ + 1``
     and ``start`` chosen to centre it on the box (or, with ``spec.origin``, the integer ``k`` range
@@ -307,11 +315,19 @@ def build_grid(xyz: np.ndarray, spec: GridSpec, *, source: str = "build_grid") -
             f"no neurons with a known position (all {xyz.shape[0]} rows are NaN): cannot lay a grid",
         )
     xyz = xyz[placed]
-    r = spec.radius
     lo, hi = xyz.min(0).astype(np.float64), xyz.max(0).astype(np.float64)
     scale, s, single = _column_metric(spec, lo, hi)
     xyz = (xyz.astype(np.float64) * scale).astype(np.float32)
     lo, hi = lo * scale, hi * scale
+    if centers is not None:  # the user's own centres (e.g. a column lattice): no lattice is laid
+        given = np.asarray(centers, np.float64)
+        V.check_shape(source, "grid centers", given, (None, 3))
+        V.check_finite(source, "grid centers", given)
+        if len(given) == 0:
+            raise V.ValidationError(source, "grid centers", None, "no centres given")
+        lattice = np.stack([np.arange(len(given)), np.zeros(len(given), np.int64), np.zeros(len(given), np.int64)], 1)
+        scaled_centers = (given * scale).astype(np.float32).astype(np.float64)
+        return _keep_occupied(xyz, scaled_centers, lattice, scale, spec)
     if spec.origin is None:
         n = np.ceil((hi - lo) / s).astype(np.int64) + 1
         if single:
@@ -335,6 +351,13 @@ def build_grid(xyz: np.ndarray, spec: GridSpec, *, source: str = "build_grid") -
     axes = [np.arange(k_lo[a], k_lo[a] + n[a]) for a in range(3)]
     lattice = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     scaled_centers = (start + lattice * s).astype(np.float32).astype(np.float64)  # the float32 centres used below
+    return _keep_occupied(xyz, scaled_centers, lattice, scale, spec)
+
+
+def _keep_occupied(xyz: np.ndarray, scaled_centers: np.ndarray, lattice: np.ndarray, scale: np.ndarray,
+                   spec: GridSpec) -> Grid:
+    """The :class:`Grid` of the centres (in scaled coordinates, like `xyz`) whose field holds a neuron."""
+    r = spec.radius
     if spec.shape == "column":
         loc, _ = _field_pairs(xyz, scaled_centers, r, spec.axis, sort_by_distance=False, chunk=4096)
         keep = np.bincount(loc, minlength=len(lattice)) > 0
@@ -346,6 +369,30 @@ def build_grid(xyz: np.ndarray, spec: GridSpec, *, source: str = "build_grid") -
         centers=centers[keep], lattice=lattice[keep].astype(np.int32), radius=r, stride=spec.stride, spec=spec,
         scale=tuple(float(x) for x in scale),
     )
+
+
+def load_centers(path: str | os.PathLike) -> np.ndarray:
+    """User-given receptive-field centres ``[L, 3]`` µm from ``.npy`` or a CSV with ``x, y, z`` columns.
+
+    Raises:
+      ValidationError: naming the file, the field and the row of a missing column or a bad value.
+    """
+    src, suffix = str(path), pathlib.Path(path).suffix.lower()
+    if suffix == ".npy":
+        with V.file_errors(src, "centers", what="centres file"):
+            points = np.load(path)
+    elif suffix == ".csv":
+        cols = tables.read_csv_columns(path)
+        missing = [c for c in ("x", "y", "z") if c not in cols]
+        if missing:
+            raise V.ValidationError(src, missing[0], None, f"missing column (have {sorted(cols)})")
+        points = np.stack([tables.to_float(src, c, cols[c]) for c in ("x", "y", "z")], 1)
+    else:
+        raise V.ValidationError(src, "centers", None, f"unsupported file type {suffix!r} (use .npy or .csv)")
+    V.check_numeric(src, "centers", points)
+    V.check_shape(src, "centers", points, (None, 3))
+    V.check_finite(src, "centers", points)
+    return np.asarray(points, np.float32)
 
 
 # ----------------------------------------------------------------------------------------------- tables

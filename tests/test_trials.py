@@ -210,3 +210,29 @@ def test_stimulus_channels_outside_every_field_are_reported(monkeypatch):
     exp = experiment.prepare(cfg, train.make_mesh(1, jax.devices()[:1]))
     report = exp.reports["stimulus"]
     assert report.excluded["unread_stimulus_channels"] == (52,) and "read by no location" in str(report)
+
+
+def test_user_given_centres_replace_the_lattice(tmp_path):
+    """A column lattice given as points (the axes of anatomical columns): one field per column."""
+    ph = synthetic.make_phantom(synthetic.preset("tiny", n_steps=60, instance_height_um=60.0))
+    centres = np.asarray(ph.circuit.instance_center, np.float32)
+    far = np.array([[1e4, 0, 0]], np.float32)  # holds no neuron: dropped
+    spec = spatial.GridSpec(20.0, shape="column", height_um=80.0)
+    grid = spatial.build_grid(ph.circuit.connectome.xyz, spec, centers=np.concatenate([centres, far]))
+    np.testing.assert_allclose(grid.centers, centres, atol=1e-4)
+    assert grid.lattice[:, 0].tolist() == list(range(len(centres)))
+    tables = spatial.build_tables(ph.circuit.connectome.xyz, grid)
+    first = tables.candidates[:, 0]
+    for inst in range(ph.circuit.n_instances):  # every column's neurons share their nearest field
+        assert len(set(first[ph.truth.instance == inst].tolist())) == 1
+    path = tmp_path / "centres.csv"
+    path.write_text("x,y,z\n" + "\n".join(",".join(map(str, p)) for p in centres.tolist()) + "\n")
+    np.testing.assert_allclose(spatial.load_centers(path), centres, atol=1e-4)
+    (tmp_path / "bad.csv").write_text("x,y\n1,2\n")
+    with pytest.raises(ValidationError, match="'z'.*missing column"):
+        spatial.load_centers(tmp_path / "bad.csv")
+    cfg = config.load_config_file("configs/phantom_tiny.py", **{
+        "data.overrides.instance_height_um": 60.0, "grid.shape": "column", "grid.diameter_um": 20.0,
+        "grid.height_um": 80.0, "grid.centers": str(path)})
+    exp = experiment.prepare(cfg, train.make_mesh(1, jax.devices()[:1]))
+    assert exp.grid.n_locations == len(centres)
