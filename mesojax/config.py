@@ -161,9 +161,14 @@ def load_config_file(path: str | os.PathLike, arg: str | None = None, **override
     spec.loader.exec_module(module)
     cfg = module.get_config(arg)
     for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = cfg
-        for name in parents:
-            node = node[name]
-        node[leaf] = value
+        set_dotted(cfg, key, value)
     return cfg
+
+
+def set_dotted(tree: Any, key: str, value: Any) -> None:
+    """``tree["a"]["b"] = value`` for ``key = "a.b"`` (a ConfigDict or nested dicts)."""
+    *parents, leaf = key.split(".")
+    node = tree
+    for name in parents:
+        node = node[name]
+    node[leaf] = value

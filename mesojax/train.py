@@ -564,11 +564,7 @@ def _defaults() -> dict:
     """Every field's value for a run that predates it: the default, or its :data:`LEGACY_VALUES` entry."""
     out = json.loads(json.dumps(config_lib.base_config().to_dict(), default=str))
     for key, value in LEGACY_VALUES.items():
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+        config_lib.set_dotted(out, key, value)
     return out
 
 
