@@ -387,7 +387,7 @@ def figure_learning_curve(curve: dict[str, Any], horizons: tuple[int, ...] = (1,
     rel = curve["relative_to_persistence"]
     frames = np.asarray(curve["train_frames"], float)
     frames = frames.mean(0) if frames.ndim > 1 else frames  # pooled folds: their mean size
-    baselines = [k for k in rel if k not in ("transfer", "scratch", "persistence")]
+    baselines = [k for k in rel if k not in ("transfer", "scratch")]
     available = [h for h in horizons if h <= len(rel["transfer"][0])]
     fig, axes = plt.subplots(1, len(available), figsize=(5 * len(available), 3.8), squeeze=False)
     for ax, h in zip(axes[0], available):
@@ -399,6 +399,8 @@ def figure_learning_curve(curve: dict[str, Any], horizons: tuple[int, ...] = (1,
             ax.plot(frames, best, color="tab:gray", marker=".", ls="--", label="best baseline")
         ax.axhline(1.0, color="k", lw=0.8, ls=":", label="persistence")
         ax.set_xscale("log")
+        ax.set_xticks(frames, [f"{int(round(f))}" for f in frames])
+        ax.minorticks_off()
         ax.set(xlabel="training frames of the new circuit", ylabel="test MSE / persistence's",
                title=f"horizon {h}")
         ax.legend(fontsize=7)
