@@ -93,6 +93,7 @@ __all__ = [
     "describe_bank",
     "divisive_normalization",
     "group_max",
+    "DISPLAY_NAMES",
 ]
 
 LAYER_TYPES: tuple[str, ...] = ("relu", "logistic", "tanh", "divnorm", "maxpool", "identity")
@@ -108,7 +109,7 @@ DEFAULT_TYPE_COSTS: Mapping[str, float] = {
 }
 """Cost per active unit of each layer type, used by :func:`complexity` unless the spec overrides it."""
 
-_DISPLAY_NAMES = {
+DISPLAY_NAMES: Mapping[str, str] = {
     "relu": "relu",
     "logistic": "logistic",
     "tanh": "tanh",
@@ -116,6 +117,7 @@ _DISPLAY_NAMES = {
     "maxpool": "maxpool",
     "identity": "linear",
 }
+"""How :func:`describe` and the report's diagrams name each layer type."""
 
 HARD_LOGIT: float = 1e6
 """Magnitude of the logits of a hard architecture: its gates are exactly 0/1 for any temperature ≤ 1e4."""
@@ -505,7 +507,7 @@ def describe(spec: BasisSpec, arch: Arch) -> str:
             n_active += 1
             width = int(np.sum(logits.units[layer] >= 0)) * spec.width_step
             name = spec.layer_types[int(np.argmax(logits.types[layer]))]
-            label = _DISPLAY_NAMES[name] + (f"/{spec.pool_size}" if name == "maxpool" else "")
+            label = DISPLAY_NAMES[name] + (f"/{spec.pool_size}" if name == "maxpool" else "")
             parts.append(f"{width} {label}")
     parts.append(str(spec.n_out))
     text = " -> ".join(parts)

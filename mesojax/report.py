@@ -228,7 +228,7 @@ def _draw_architecture(ax: Any, spec: basis.BasisSpec, arch: basis.Arch, colour:
         source.append(len(boxes) - 1)
         if hard.layer[layer] > 0:
             width = int((hard.units[layer] > 0).sum()) * spec.width_step
-            name = spec.layer_types[int(np.argmax(hard.types[layer]))]
+            name = basis.DISPLAY_NAMES[spec.layer_types[int(np.argmax(hard.types[layer]))]]
             boxes.append(f"{name}\n{width}")
     boxes.append(f"out\n{spec.n_out}")
     xs = np.linspace(0.1, 0.9, len(boxes))
