@@ -184,16 +184,41 @@ def responses(config: ml_collections.ConfigDict, exp: Experiment, params: model.
     offset, h = 0, spec.history
     for x, stim in zip(segment_traces(exp, segment), segment_stimulus(exp, segment)):
         if len(x) > h:
-            filled, s = jnp.asarray(np.nan_to_num(x)), jnp.asarray(stim)
             rows["data"].append(x[h:])
-            rows["pred"].append(np.asarray(one_step_predictions(spec, params, inputs, temps, filled, s).x_next))
-            rows["v"].append(np.asarray(_filter_outputs(spec, params, inputs, ctx, filled, s, temps, pairs)))
+            rows["pred"].append(piece_predictions(spec, params, inputs, temps, x, stim).x_next)
+            v = _filter_outputs(spec, params, inputs, ctx, *_bucketed(x, stim), temps, pairs)
+            rows["v"].append(np.asarray(v)[:len(x) - h])
             rows["frame"].append(offset + np.arange(h, len(x)))
         offset += len(x)
     return tuple(np.concatenate(v) for v in (rows["data"], rows["pred"], rows["v"], rows["frame"]))
 
 
 _filter_outputs = jax.jit(model.filter_outputs, static_argnums=0)
+
+
+# Pieces (trials) are padded to a multiple of this many frames before a teacher-forced pass, so that
+# trials of many different lengths share a few compiled programs instead of one each.
+_PIECE_BUCKET = 128
+
+
+def _bucketed(x: np.ndarray, stim: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """``x`` (NaN as 0) and ``stim`` zero-padded at the end to a multiple of `_PIECE_BUCKET` frames. A
+    teacher-forced pass is causal, so its first rows are those of the unpadded piece."""
+    t = len(x)
+    pad = -t % _PIECE_BUCKET
+    x = np.pad(np.nan_to_num(np.asarray(x, np.float32)), ((0, pad), (0, 0)))
+    stim = np.pad(np.asarray(stim, np.float32), ((0, pad), (0, 0)))
+    return jnp.asarray(x), jnp.asarray(stim)
+
+
+def piece_predictions(spec: model.ModelSpec, params: model.Params, inputs: model.ModelInputs,
+                      temps: model.Temperatures, x: np.ndarray, stim: np.ndarray) -> model.Step:
+    """:func:`one_step_predictions` over one piece ``x [T, N]`` (NaN as 0), as numpy with ``T - H`` rows;
+    the piece is padded to a length bucket so that pieces of any length reuse a few compilations."""
+    outs = one_step_predictions(spec, params, inputs, temps, *_bucketed(x, stim))
+    rows = len(x) - spec.history
+    return model.Step(np.asarray(outs.x_next)[:rows], np.asarray(outs.pair_pred), np.asarray(outs.behaviour)[:rows],
+                      np.asarray(outs.mode_logits)[:rows])
 
 
 def partition(spec: model.ModelSpec, params: model.Params, inputs: model.ModelInputs,
@@ -331,10 +356,10 @@ def _behaviour_rows(exp: Experiment, params: model.Params, temps: model.Temperat
         if len(x) > h:
             parts["x_now"].append(x[h - 1:-1])
             if predict:
-                outs = one_step_predictions(spec, params, exp.inputs, temps, jnp.asarray(x), jnp.asarray(stim))
-                parts["x_next"].append(np.asarray(outs.x_next))
-                parts["behaviour"].append(np.asarray(outs.behaviour))
-                parts["mode_logits"].append(np.asarray(outs.mode_logits))
+                outs = piece_predictions(spec, params, exp.inputs, temps, x, stim)
+                parts["x_next"].append(outs.x_next)
+                parts["behaviour"].append(outs.behaviour)
+                parts["mode_logits"].append(outs.mode_logits)
             if spec.n_behaviour:
                 parts["raw"].append(np.asarray(rec.behaviour[a + h:b], np.float64))
             if spec.n_modes:

@@ -236,3 +236,19 @@ def test_user_given_centres_replace_the_lattice(tmp_path):
         "grid.height_um": 80.0, "grid.centers": str(path)})
     exp = experiment.prepare(cfg, train.make_mesh(1, jax.devices()[:1]))
     assert exp.grid.n_locations == len(centres)
+
+
+def test_trials_of_many_lengths_share_one_compiled_pass_and_give_the_unpadded_rows(retinotopic):
+    cfg, exp, params = retinotopic
+    temps = evaluate.final_temperatures(cfg)
+    x = np.concatenate(experiment.segment_traces(exp, "train"))
+    stim = np.concatenate(experiment.segment_stimulus(exp, "train"))
+    evaluate.piece_predictions(exp.spec, params, exp.inputs, temps, x[:40], stim[:40])
+    before = evaluate.one_step_predictions._cache_size()
+    lengths = (37, 61, 90, 127)
+    got = [evaluate.piece_predictions(exp.spec, params, exp.inputs, temps, x[:t], stim[:t]) for t in lengths]
+    assert evaluate.one_step_predictions._cache_size() == before  # every length reused the first program
+    for t, g in zip(lengths, got):
+        want = evaluate.one_step_predictions(exp.spec, params, exp.inputs, temps, jnp.asarray(np.nan_to_num(x[:t])),
+                                             jnp.asarray(stim[:t]))
+        np.testing.assert_array_equal(g.x_next, np.asarray(want.x_next))
