@@ -92,7 +92,7 @@ def condition_labels(recording: Recording, segment: tuple[tuple[int, int], ...],
 
 
 def _states(recording: Recording, cut: Any, prefix: str | None) -> tuple[np.ndarray, tuple[str, ...]] | None:
-    """Behavioural states of every frame (modes, or 0/1 columns split by terciles; see
+    """Behavioural states of every frame (modes, or 0/1 columns split by quintiles; see
     :func:`condition_labels`), or None without behaviour."""
     if recording.modes is not None and prefix is None:
         return cut(recording.modes).astype(np.int64), tuple(recording.mode_names)
@@ -172,6 +172,22 @@ def compare_rdms(a: np.ndarray, b: np.ndarray) -> float:
     return float(scipy.stats.spearmanr(x[ok], y[ok]).statistic)
 
 
+def _kept_conditions(labels: np.ndarray, n_conditions: int) -> tuple[np.ndarray, np.ndarray]:
+    """The conditions with at least `_MIN_FRAMES` frames (``keep``), and `labels` renumbered onto them
+    (-1 for frames of the others)."""
+    labels = np.asarray(labels)
+    keep = np.flatnonzero(np.bincount(labels[labels >= 0], minlength=n_conditions) >= _MIN_FRAMES)
+    remap = np.full(n_conditions, -1)
+    remap[keep] = np.arange(keep.size)
+    return keep, np.where(labels >= 0, remap[np.maximum(labels, 0)], -1)
+
+
+def _claimed(loc: np.ndarray, filt: np.ndarray) -> list[tuple[int, int]]:
+    """The (location, filter) pairs that claim one of these neurons, sorted."""
+    ok = (loc >= 0) & (filt >= 0)
+    return sorted({(int(a), int(b)) for a, b in zip(loc[ok], filt[ok])})
+
+
 def _halves(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each condition's frames split into an early and a late half (in time), as label arrays with -1
     elsewhere; conditions with fewer than 2·`_MIN_FRAMES` frames are left out of both."""
@@ -205,11 +221,7 @@ def rsa(data: np.ndarray, model_responses: np.ndarray, labels: np.ndarray, n_con
       ``p_value`` (fraction of shuffles at least as similar, with the +1 correction), ``n_conditions``
       (conditions with frames) and both RDMs (``rdm_data``, ``rdm_model``).
     """
-    labels = np.asarray(labels)
-    keep = np.flatnonzero(np.bincount(labels[labels >= 0], minlength=n_conditions) >= _MIN_FRAMES)
-    remap = np.full(n_conditions, -1)
-    remap[keep] = np.arange(keep.size)
-    lab = np.where(labels >= 0, remap[np.maximum(labels, 0)], -1)
+    keep, lab = _kept_conditions(labels, n_conditions)
     c = int(keep.size)
     d_data, d_model = rdm(data, lab, c), rdm(model_responses, lab, c)
     similarity = compare_rdms(d_data, d_model)
@@ -242,9 +254,7 @@ def rsa(data: np.ndarray, model_responses: np.ndarray, labels: np.ndarray, n_con
 
 def claimed_pairs(part: dict[str, np.ndarray]) -> np.ndarray:
     """``[P, 2]`` the (location, filter) pairs that claim at least one neuron, sorted."""
-    loc, filt = np.asarray(part["location"]), np.asarray(part["filter"])
-    claimed = (loc >= 0) & (filt >= 0)
-    return np.unique(np.stack([loc[claimed], filt[claimed]], 1), axis=0).reshape(-1, 2).astype(np.int64)
+    return np.asarray(_claimed(np.asarray(part["location"]), np.asarray(part["filter"])), np.int64).reshape(-1, 2)
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -258,7 +268,7 @@ def _circuit_rsa(data: np.ndarray, pred: np.ndarray, v: np.ndarray, index: dict[
     ``filt``, and the filter outputs ``v [R, P, M]`` of the pairs ``index`` (pair -> column of v)."""
     n_cond = len(names)
     claimed = (loc >= 0) & (filt >= 0)
-    pairs = sorted({(int(a), int(b)) for a, b in zip(loc[claimed], filt[claimed])})
+    pairs = _claimed(loc, filt)
     cols = lambda ps: [index[p] for p in ps]  # noqa: E731
     whole_v = v[:, cols(pairs)].reshape(len(v), -1)
     whole_pred = rsa(data, pred, labels, n_cond, n_null=n_null)
@@ -284,7 +294,6 @@ def _circuit_rsa(data: np.ndarray, pred: np.ndarray, v: np.ndarray, index: dict[
             rsa(data[:, neurons], pred[:, neurons], labels, n_cond, n_null=0))
     sims = [r["similarity"] for r in out["domains"].values() if np.isfinite(r["similarity"])]
     out["domains_median_similarity"] = float(np.median(sims)) if sims else float("nan")
-    out["_pairs"] = pairs
     return out
 
 
@@ -322,32 +331,27 @@ def model_rsa(exp: Experiment, part: dict[str, np.ndarray], responses: tuple[np.
         prefix = own if named and all(n.startswith(own) for n in named) else None
         labels, names = condition_labels(exp.recording, exp.segments[segment], prefix=prefix)
         out = _circuit_rsa(data, pred, v, index, labels[frame], names, loc, filt, n_filters, n_null, max_domains)
-        out.pop("_pairs")
         return dict(out, segment=segment)
     animals, rdms_by_filter = {}, {}
     for g, name in enumerate(exp.group_names):
         cols = np.flatnonzero(exp.neuron_group == g)
         labels, names = condition_labels(exp.recording, exp.segments[segment], prefix=f"{name}/")
-        res = _circuit_rsa(data[:, cols], pred[:, cols], v, index, labels[frame], names, loc[cols], filt[cols],
-                           n_filters, n_null, max_domains)
-        keep = np.flatnonzero(np.bincount(labels[frame][labels[frame] >= 0], minlength=len(names)) >= _MIN_FRAMES)
-        remap = np.full(len(names), -1)
-        remap[keep] = np.arange(keep.size)
-        lab = np.where(labels[frame] >= 0, remap[np.maximum(labels[frame], 0)], -1)
-        for b in sorted({b for _, b in res["_pairs"]}):
-            mine = [index[p] for p in res["_pairs"] if p[1] == b]
-            rdms_by_filter.setdefault(b, {})[name] = (names, rdm(v[:, mine].reshape(len(v), -1), lab, keep.size),
+        animals[name] = _circuit_rsa(data[:, cols], pred[:, cols], v, index, labels[frame], names, loc[cols],
+                                     filt[cols], n_filters, n_null, max_domains)
+        keep, lab = _kept_conditions(labels[frame], len(names))
+        pairs = _claimed(loc[cols], filt[cols])
+        for b in sorted({b for _, b in pairs}):
+            mine = [index[p] for p in pairs if p[1] == b]
+            rdms_by_filter.setdefault(b, {})[name] = (rdm(v[:, mine].reshape(len(v), -1), lab, keep.size),
                                                      [names[c] for c in keep])
-        res.pop("_pairs")
-        animals[name] = res
     across = {}
     for b, per in rdms_by_filter.items():
         values = []
         keys = list(per)
         for i, p in enumerate(keys):
             for q in keys[i + 1:]:
-                if per[p][2] == per[q][2]:  # the same behavioural states in both animals
-                    values.append(compare_rdms(per[p][1], per[q][1]))
+                if per[p][1] == per[q][1]:  # the same behavioural states in both animals
+                    values.append(compare_rdms(per[p][0], per[q][0]))
         values = [x for x in values if np.isfinite(x)]
         if values:
             across[str(b)] = {"mean_similarity": float(np.mean(values)), "n_pairs": len(values)}
