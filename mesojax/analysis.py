@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
-from mesojax.data import Recording
+from mesojax.data import Recording, windows
 from mesojax.experiment import Experiment
 
 __all__ = ["condition_labels", "rdm", "compare_rdms", "rsa", "claimed_pairs", "model_rsa", "learning_curve",
@@ -421,7 +421,7 @@ def learning_curve(transfer_config: Any, scratch_config: Any, trained: Any, trai
                                                       exp.recording.behaviour_names)
                 exp, state = train.train(cfg, folder, exp, mesh, params=params)
                 results, _ = evaluate.evaluate(cfg, exp, state.params)
-                results["train_frames"] = sum(b - a for a, b in exp.segments["train"])
+                results["train_frames"] = windows.n_frames(exp.segments["train"])
                 tmp = f"{path}.tmp-{os.getpid()}"
                 with open(tmp, "w") as fh:
                     json.dump(results, fh, default=float)

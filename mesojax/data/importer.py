@@ -110,7 +110,7 @@ def read_traces(path: PathLike, *, neuron_ids: PathLike | Sequence[Any] | None =
         rec, report = load_nwb_ophys(path, series=nwb_series, pixel_size_um=pixel_size_um, id_column=nwb_id_column,
                                      positions=pixel_size_um is not None or nwb_id_column is None)
         if trial_starts is not None:
-            rec = _with(rec, trial_starts=trial_starts)
+            rec = dataclasses.replace(rec, trial_starts=trial_starts)  # validated again by __post_init__
         return rec, report
     if suffix in (".h5", ".hdf5"):
         with V.file_errors(src, "file", what="HDF5 traces file"), h5py.File(path, "r") as f:
@@ -155,11 +155,6 @@ def read_traces(path: PathLike, *, neuron_ids: PathLike | Sequence[Any] | None =
     rec = Recording(traces=np.asarray(traces, np.float32), timestamps=stamps, neuron_ids=ids, positions=positions,
                     source=src, trial_starts=trial_starts)
     return rec, LoadReport(src, tuple(notes))
-
-
-def _with(rec: Recording, **fields: Any) -> Recording:
-    """`rec` with some fields replaced, validated again (as a new :class:`Recording`)."""
-    return Recording(**{f.name: fields.get(f.name, getattr(rec, f.name)) for f in dataclasses.fields(rec)})
 
 
 def read_trials(path: PathLike, n_timesteps: int) -> np.ndarray:
