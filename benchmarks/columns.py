@@ -33,7 +33,12 @@ def run(shape: str, args: argparse.Namespace, out: str, overrides: dict) -> dict
         "data.overrides.instance_height_um": args.height, "data.overrides.n_instances": args.instances,
         "grid.shape": shape, "grid.diameter_um": args.diameter, "grid.stride_um": stride, "grid.origin": None,
         **overrides})
-    workdir = os.path.join(out, shape)
+    return run_summary(cfg, os.path.join(out, shape))
+
+
+def run_summary(cfg, workdir: str) -> dict:
+    """Train `cfg` in `workdir` unless it finished there before; its phantom recovery and its forecast MSE
+    at h1 and h5 with the best baseline's (``best_h1``, ``best_h5``: ``[name, MSE]``)."""
     path = os.path.join(workdir, "metrics.json")
     if not os.path.exists(path):
         train.run(cfg, workdir)

@@ -27,13 +27,16 @@ import argparse
 import csv
 import json
 import os
+import sys
 
 import numpy as np
 from absl import logging
 
 from mesojax import config as config_lib
-from mesojax import train
 from mesojax.data import synthetic
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from columns import run_summary  # noqa: E402 - the columnar benchmark's run-and-summarise
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "phantom.py")
 VARIANTS = {
@@ -52,16 +55,7 @@ def run(name: str, args: argparse.Namespace) -> dict:
         "grid.shape": "column", "grid.diameter_um": args.diameter, "grid.stride_um": args.column_stride,
         "grid.origin": None, **({"train.steps": args.steps} if args.steps else {}), **VARIANTS[name]})
     workdir = os.path.join(args.out, name)
-    path = os.path.join(workdir, "metrics.json")
-    if not os.path.exists(path):
-        train.run(cfg, workdir)
-    with open(path) as f:
-        res = json.load(f)
-    fc = res["forecast"]
-    best = {h: min((n for n in fc if not n.startswith("model")), key=lambda n: fc[n]["mse"][h]) for h in (0, 4)}
-    out = {"domain_ari": res["truth"]["domain_ari"], "motif_accuracy": res["truth"]["motif_accuracy"],
-           "mse_h1": fc["model"]["mse"][0], "best_h1": [best[0], fc[best[0]]["mse"][0]],
-           "mse_h5": fc["model"]["mse"][4], "best_h5": [best[4], fc[best[4]]["mse"][4]]}
+    out = run_summary(cfg, workdir)
     # The stimulated neurons: the input unit of every instance (the circuit is rebuilt from the config).
     overrides = {k: v for k, v in cfg.data.overrides.items() if v is not None}
     circuit = synthetic.make_circuit(synthetic.preset(cfg.data.preset, seed=cfg.data.seed, **overrides))
