@@ -528,6 +528,52 @@ def rollout(
     return Step(outs.x_next, pair_pred, outs.behaviour, outs.mode_logits), state
 
 
+def simulate(
+    spec: ModelSpec,
+    params: Params,
+    inputs: ModelInputs,
+    ctx: Context,
+    seed_frames: jax.Array,
+    stimulus: jax.Array,
+    temps: Temperatures,
+    key: jax.Array,
+    noise: float | jax.Array = 0.0,
+) -> jax.Array:
+    """Run the model free as a generator of activity: ``x[t+1] = f(x[t-H+1..t], s[t+1]) + noise · ε[t]``.
+
+    The recurrent simulator on its own (no recording to follow): each step's prediction, plus Gaussian
+    innovations ``ε ~ N(0, I)``, is fed back as the next frame. With ``noise = 0`` it is
+    :func:`rollout` with ``n_teacher = 0``.
+
+    Args:
+      seed_frames: ``[H, N]`` the first history (e.g. zeros or recorded frames).
+      stimulus: ``[H + T, S]``; step r reads ``stimulus[H + r]``.
+      key: PRNG key of the innovations.
+      noise: their standard deviation (in the model's normalised units).
+
+    Returns:
+      ``[T, N]`` simulated frames after the seed.
+
+    Example::
+
+        ctx = model.context(spec, params, inputs, temps)
+        x = model.simulate(spec, params, inputs, ctx, jnp.zeros((spec.history, spec.n_neurons)), stim, temps,
+                           jax.random.key(0), noise=0.3)
+    """
+    h = spec.history
+    n_steps = stimulus.shape[0] - h
+    eps = noise * jax.random.normal(key, (n_steps, spec.n_neurons), seed_frames.dtype)
+
+    def body(carry, r):
+        hist, st = carry
+        out, st = _advance(spec, params, inputs, ctx, hist, stimulus[h + r], st, temps)
+        x = out.x_next + eps[r]
+        return (jnp.concatenate([hist[1:], x[None]], axis=0), st), x
+
+    _, xs = jax.lax.scan(body, (seed_frames, init_state(spec)), jnp.arange(n_steps))
+    return xs
+
+
 def filter_outputs(
     spec: ModelSpec,
     params: Params,

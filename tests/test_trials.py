@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mesojax import config, evaluate, experiment, model, spatial, train
-from mesojax.data import Recording, ValidationError, storage, synthetic, windows
+from mesojax.data import Recording, ValidationError, sources, storage, synthetic, windows
 
 
 # ----------------------------------------------------------------------------------------------- splits
@@ -83,12 +83,19 @@ def test_stimulus_positions_need_a_stimulus_of_matching_width():
 
 
 def test_store_round_trip_keeps_trials_and_stimulus_positions(tmp_path):
-    rec = synthetic.make_phantom(synthetic.preset("tiny", n_steps=60, n_trials=3, retinotopic_stimulus=True)).recording
-    storage.write_recording(tmp_path / "r", rec)
-    back = storage.open_recording(tmp_path / "r")
+    ph = synthetic.make_phantom(synthetic.preset("tiny", n_steps=60, n_trials=3, retinotopic_stimulus=True))
+    rec = ph.recording
+    storage.write_recording(tmp_path / "recording", rec)
+    back = storage.open_recording(tmp_path / "recording")
     np.testing.assert_array_equal(back.trial_starts, rec.trial_starts)
     np.testing.assert_array_equal(back.stimulus_positions, rec.stimulus_positions)
     np.testing.assert_array_equal(back.timestamps, rec.timestamps)
+    # ... and through the store data source, which registers the sources to the circuit.
+    storage.write_connectome(tmp_path / "connectome", ph.circuit.connectome)
+    cfg = config.load_config_file("configs/store.py", **{"data.path": str(tmp_path)})
+    loaded = sources.load(cfg.data).recording
+    np.testing.assert_array_equal(loaded.trial_starts, rec.trial_starts)
+    np.testing.assert_array_equal(loaded.stimulus_positions, rec.stimulus_positions)
 
 
 def test_phantom_trials_restart_the_clock_and_are_independent_runs():

@@ -27,6 +27,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -97,12 +99,8 @@ def source_circuit(recording: Recording, connectome: Connectome) -> tuple[Connec
         excluded["sources_without_position"] = tuple(np.flatnonzero(~ok).tolist())
     notes.append(f"{int(keep.sum())} of {connectome.n_synapses} connectome synapses join two recorded neurons; "
                  "the others are left out of the circuit")
-    renamed = Recording(
-        traces=recording.traces, timestamps=recording.timestamps, rate_hz=recording.rate_hz,
-        positions=recording.positions, neuron_ids=ids, stimulus=recording.stimulus, behaviour=recording.behaviour,
-        behaviour_names=recording.behaviour_names, modes=recording.modes, mode_names=recording.mode_names,
-        source=recording.source,
-    )
+    # Every other field (trials, stimulus positions, ...) carries over unchanged.
+    renamed = dataclasses.replace(recording, neuron_ids=ids)
     return circuit, renamed, LoadReport(recording.source, tuple(notes), excluded)
 
 
