@@ -21,7 +21,9 @@ Usage::
     python benchmarks/transfer_curve.py --dataset celegans --source runs/cv --out runs/curve --json curve.json
     python benchmarks/transfer_curve.py --dataset phantom --source runs/phantom --out runs/curve-ph
 
-With ``--json F.json`` the pooled curve is also drawn in ``F.png`` (:func:`mesojax.report.figure_learning_curve`).
+With ``--json F.json`` the pooled curve is also drawn in ``F.png`` (:func:`mesojax.report.figure_learning_curve`);
+with ``--report`` each source run's curve is added to its own ``metrics.json`` and ``report.html``
+(:func:`mesojax.train.add_to_report`).
 """
 
 from __future__ import annotations
@@ -57,10 +59,7 @@ def celegans_fold(animal: str, args: argparse.Namespace) -> dict:
 
         celegans_cv.run_fold(animal, args.source, {})
     cfg, exp, params = source_model(folder)
-    scratch = cfg.copy_and_resolve_references()
-    with scratch.unlocked():
-        scratch.data.animals, scratch.transfer.animals = (animal,), ()
-    return analysis.learning_curve(transfer.transfer_config(cfg, animal), scratch, params,
+    return analysis.learning_curve(transfer.transfer_config(cfg, animal), transfer.scratch_config(cfg, animal), params,
                                    exp.recording.behaviour_names, os.path.join(args.out, animal),
                                    fractions=tuple(args.fractions))
 
@@ -75,26 +74,6 @@ def phantom_fold(args: argparse.Namespace) -> dict:
                                    fractions=tuple(args.fractions))
 
 
-def pool(curves: list[dict]) -> dict:
-    """Per fraction and horizon, the MSE of every arm pooled over folds (weights: scored targets), the
-    best baseline, and the folds where the transfer beats scratch at h1."""
-    arms = [a for a in curves[0]["mse"] if all(a in c["mse"] for c in curves)]
-    weights = np.asarray([c["n_targets"] for c in curves], float)  # [fold, fraction, horizon]
-    pooled = {a: (np.asarray([c["mse"][a] for c in curves]) * weights).sum(0) / weights.sum(0) for a in arms}
-    baselines = [a for a in arms if a not in ("transfer", "scratch")]
-    best = np.min([pooled[a] for a in baselines], axis=0) if baselines else None
-    wins = [int(sum(c["mse"]["transfer"][k][0] < c["mse"]["scratch"][k][0] for c in curves))
-            for k in range(len(curves[0]["fractions"]))]
-    return {"fractions": curves[0]["fractions"], "train_frames": [c["train_frames"] for c in curves],
-            "mse": {a: v.tolist() for a, v in pooled.items()},
-            "best_baseline_mse": None if best is None else best.tolist(),
-            "best_baseline": [[baselines[i] for i in np.argmin([pooled[a][k] for a in baselines], axis=0)]
-                              for k in range(len(curves[0]["fractions"]))] if baselines else None,
-            "relative_to_persistence": ({a: (pooled[a] / pooled["persistence"]).tolist() for a in arms}
-                                        if "persistence" in pooled else None),
-            "transfer_beats_scratch_h1": wins, "n_folds": len(curves)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=("celegans", "phantom"), required=True)
@@ -104,10 +83,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="phantom: the new circuit's seed")
     parser.add_argument("--fractions", nargs="*", type=float, default=list(analysis.LEARNING_FRACTIONS))
     parser.add_argument("--json", default=None)
+    parser.add_argument("--report", action="store_true",
+                        help="add each source run's curve to its metrics.json and report.html")
     args = parser.parse_args()
     logging.set_verbosity(logging.WARNING)
     curves = ([celegans_fold(a, args) for a in args.folds] if args.dataset == "celegans" else [phantom_fold(args)])
-    result = {"folds": curves, "pooled": pool(curves)}
+    result = {"folds": curves, "pooled": analysis.pool_curves(curves)}
     p = result["pooled"]
     # MSE over persistence's (persistence does not learn, so sizes compare; < 1: better than no change).
     rel, best = p["relative_to_persistence"], np.asarray(p["best_baseline_mse"]) / np.asarray(p["mse"]["persistence"])
@@ -121,6 +102,11 @@ def main() -> None:
                rel["transfer"][k][h5], rel["scratch"][k][h5], best[k][h5]]
         print(f"{f:>8g} {frames:>7d} " + " ".join(f"{v:>11.4f}" for v in row)
               + f"  {p['transfer_beats_scratch_h1'][k]}/{p['n_folds']}")
+    if args.report:  # each source run's own report shows how its basis transfers
+        sources = ([os.path.join(args.source, a) for a in args.folds] if args.dataset == "celegans"
+                   else [args.source])
+        for folder, curve in zip(sources, curves):
+            train.add_to_report(folder, learning_curve=curve)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1, default=float)

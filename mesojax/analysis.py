@@ -50,7 +50,7 @@ import scipy.stats
 from mesojax.data import Recording, windows
 from mesojax.experiment import Experiment
 
-__all__ = ["condition_labels", "rdm", "compare_rdms", "rsa", "claimed_pairs", "model_rsa", "learning_curve",
+__all__ = ["condition_labels", "rdm", "compare_rdms", "rsa", "claimed_pairs", "model_rsa", "learning_curve", "pool_curves",
            "LEARNING_FRACTIONS"]
 
 _MIN_FRAMES = 4  # frames a condition needs in each half to enter an RDM
@@ -442,3 +442,32 @@ def learning_curve(transfer_config: Any, scratch_config: Any, trained: Any, trai
         ref = np.asarray(out["mse"]["persistence"], float)
         out["relative_to_persistence"] = {k: (np.asarray(v, float) / ref).tolist() for k, v in out["mse"].items()}
     return out
+
+
+def pool_curves(curves: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several circuits' learning curves (:func:`learning_curve`, same fractions) as one.
+
+    Per fraction and horizon, every arm's MSE pooled over circuits, ``Σ MSE·targets / Σ targets`` (each
+    circuit's MSE is in its own normalised units, so ``relative_to_persistence`` is the figure to read),
+    the best baseline and its name, and in how many circuits the transfer beats scratch at h1.
+
+    Returns:
+      ``fractions``, ``train_frames [circuit][fraction]``, ``mse``, ``best_baseline_mse``,
+      ``best_baseline``, ``relative_to_persistence``, ``transfer_beats_scratch_h1 [fraction]``, ``n_folds``.
+    """
+    arms = [a for a in curves[0]["mse"] if all(a in c["mse"] for c in curves)]
+    weights = np.asarray([c["n_targets"] for c in curves], float)  # [circuit, fraction, horizon]
+    pooled = {a: (np.asarray([c["mse"][a] for c in curves]) * weights).sum(0) / weights.sum(0) for a in arms}
+    baselines = [a for a in arms if a not in ("transfer", "scratch")]
+    n_fractions = len(curves[0]["fractions"])
+    best = np.min([pooled[a] for a in baselines], axis=0) if baselines else None
+    wins = [int(sum(c["mse"]["transfer"][k][0] < c["mse"]["scratch"][k][0] for c in curves))
+            for k in range(n_fractions)]
+    return {"fractions": curves[0]["fractions"], "train_frames": [c["train_frames"] for c in curves],
+            "mse": {a: v.tolist() for a, v in pooled.items()},
+            "best_baseline_mse": None if best is None else best.tolist(),
+            "best_baseline": [[baselines[i] for i in np.argmin([pooled[a][k] for a in baselines], axis=0)]
+                              for k in range(n_fractions)] if baselines else None,
+            "relative_to_persistence": ({a: (pooled[a] / pooled["persistence"]).tolist() for a in arms}
+                                        if "persistence" in pooled else None),
+            "transfer_beats_scratch_h1": wins, "n_folds": len(curves)}

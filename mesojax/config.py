@@ -137,6 +137,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.transfer = ml_collections.ConfigDict()
     c.transfer.animals = ()
     c.transfer.steps = 300
+    # One-shot learning curve of every held-out animal (mesojax.analysis.learning_curve): the frozen basis,
+    # scratch and baselines refit on these shares of its frames, e.g. (0.02, 0.05, 0.1, 0.3, 0.7); () off.
+    c.transfer.curve = ()
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.space = 1  # devices along the location axis; the rest split the batch

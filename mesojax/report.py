@@ -26,6 +26,9 @@
 ``figures/training.png``      every loss term against the training step
 ``figures/rsa.png``           representational similarity: recorded and predicted RDMs, similarity per
                               scope with noise ceiling and null (:mod:`mesojax.analysis`)
+``figures/learning_curve.png``  one-shot learning: frozen basis, scratch and best baseline against the
+                              held-out circuit's training frames (``transfer.curve``, or
+                              :func:`mesojax.train.add_to_report`)
 ============================  ====================================================================
 
 The figures are also returned by library functions (:func:`figures`, ``figure_*``) for notebooks.
@@ -479,6 +482,8 @@ def figures(config: ml_collections.ConfigDict, exp: Experiment, params: model.Pa
         "traces.png": figure_traces(config, exp, params, part),
         "behaviour.png": figure_behaviour(part),
         "rsa.png": figure_rsa(results),
+        "learning_curve.png": (figure_learning_curve(results["learning_curve"])
+                               if results.get("learning_curve") else None),
         "training.png": figure_training(training or []),
     }
     return {name: fig for name, fig in out.items() if fig is not None}
@@ -614,6 +619,32 @@ def _forecast_html(results: dict[str, Any]) -> str:
     return "".join(tables)
 
 
+def _learning_curve_html(curve: dict[str, Any]) -> str:
+    """The one-shot learning table: per training share, test MSE over persistence's of the frozen basis,
+    scratch and the best baseline at the first and fifth horizon (the lowest of each row in bold)."""
+    rel = curve["relative_to_persistence"]
+    frames = np.asarray(curve["train_frames"], float)
+    frames = frames.mean(0) if frames.ndim > 1 else frames
+    baselines = [k for k in rel if k not in ("transfer", "scratch")]
+    horizons = [h for h in (1, 5) if h <= len(rel["transfer"][0])]
+    rows, bold = [], []
+    for k, f in enumerate(curve["fractions"]):
+        row: list[Any] = [f"{f:g}", int(round(frames[k]))]
+        marks = set()
+        for h in horizons:
+            values = [rel["transfer"][k][h - 1], rel["scratch"][k][h - 1],
+                      min(rel[b][k][h - 1] for b in baselines) if baselines else float("nan")]
+            marks.add(len(row) + int(np.nanargmin(values)))
+            row += values
+        rows.append(row)
+        bold.append(marks)
+    header = ["share", "frames"] + [f"{arm} h{h}" for h in horizons for arm in ("transfer", "scratch", "best baseline")]
+    return ("<h2>One-shot learning</h2><p class='note'>The held-out circuit refit on a share of its frames with "
+            "the basis frozen (transfer), trained from scratch, and every baseline; test MSE divided by "
+            "persistence's (below 1 beats &quot;nothing changes&quot;), the best of each horizon in bold.</p>"
+            + _table(header, rows, bold))
+
+
 def _neuron_hover(exp: Experiment, part: dict[str, Any]) -> list[str]:
     c = exp.connectome
     r2 = None
@@ -698,6 +729,8 @@ def html_report(exp: Experiment, params: model.Params, results: dict[str, Any], 
             sections.append("<p class='note'>Each filter's output RDMs compared between animals:</p>" + _table(
                 ["filter", "mean similarity", "animal pairs"],
                 [[b, v["mean_similarity"], v["n_pairs"]] for b, v in across.items()]))
+    if results.get("learning_curve"):
+        sections.append(_learning_curve_html(results["learning_curve"]))
     used = np.bincount(filt[filt >= 0], minlength=spec.n_filters)
     sections.append("<h2>Filters</h2>" + _table(
         ["filter", "neurons", "usage", "architecture (discretised)"],

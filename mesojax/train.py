@@ -30,7 +30,7 @@ import optax
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mesojax import basis, checkpoint, evaluate, losses, model, optim, progress, report, transfer
+from mesojax import analysis, basis, checkpoint, evaluate, losses, model, optim, progress, report, transfer
 from mesojax import config as config_lib
 from mesojax import workdir as workdir_lib
 from mesojax.data import windows
@@ -174,7 +174,7 @@ def make_train_step(
 
 
 # Settings that may change between an interrupted run and its resumption: they do not affect the state.
-RESUMABLE_CHANGES = ("train.log_every", "train.checkpoint_every", "eval.")
+RESUMABLE_CHANGES = ("train.log_every", "train.checkpoint_every", "eval.", "transfer.curve")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -486,8 +486,12 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, trained: model
     """Refit every held-out animal of ``config.transfer.animals`` on the frozen basis (see
     :mod:`mesojax.transfer`); evaluate and report each in ``<workdir>/transfer/<animal>/`` (resumable).
 
+    With ``config.transfer.curve`` fractions, each animal's one-shot learning curve
+    (:func:`mesojax.analysis.learning_curve`: frozen basis, scratch and baselines on those shares of its
+    frames) is added to its results and report, its runs in ``<workdir>/transfer/<animal>/curve/``.
+
     Returns:
-      ``animal -> evaluation results`` (as :func:`mesojax.evaluate.evaluate`).
+      ``animal -> evaluation results`` (as :func:`mesojax.evaluate.evaluate`, plus ``learning_curve``).
     """
     results = {}
     for animal in config.transfer.animals:
@@ -504,6 +508,11 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, trained: model
         same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), (trained.basis, trained.arch),
                             (state.params.basis, state.params.arch))
         results[animal]["basis_frozen"] = all(jax.tree.leaves(same))
+        if config.transfer.get("curve"):
+            with progress.phase("learning curve", timings):
+                results[animal]["learning_curve"] = analysis.learning_curve(
+                    cfg, transfer.scratch_config(config, animal), trained, source.recording.behaviour_names,
+                    os.path.join(folder, "curve"), fractions=tuple(config.transfer.curve))
         with progress.phase("report", timings):
             report.write(folder, cfg, exp, state.params, results[animal], part)
     return results
@@ -527,6 +536,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results, part = evaluate.evaluate(config, exp, state.params, timings)
     if config.get("transfer") is not None and config.transfer.animals:
         results["transfer"] = run_transfer(config, workdir, state.params, exp, timings)
+        curves = [r["learning_curve"] for r in results["transfer"].values() if "learning_curve" in r]
+        if curves:
+            results["learning_curve"] = analysis.pool_curves(curves)
     with progress.phase("report", timings):
         report.write(workdir, config, exp, state.params, results, part)
     report.write_timings(workdir, timings)
@@ -588,6 +600,27 @@ def _tuples(tree: Any) -> Any:
     if isinstance(tree, list):
         return tuple(_tuples(v) for v in tree)
     return tree
+
+
+def add_to_report(workdir: str, **fields: Any) -> dict:
+    """Add `fields` to a finished run's saved evaluation (``metrics.json``) and write its report again
+    (:func:`rewrite_report`), e.g. ``learning_curve=`` from :func:`mesojax.analysis.learning_curve` of a
+    circuit this run's basis was transferred to. Returns the updated evaluation results.
+
+    Raises:
+      FileNotFoundError: not a finished run.
+    """
+    path = os.path.join(workdir, "metrics.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: missing; the run has not finished (run scripts/train.py to complete it)")
+    with open(path) as f:
+        saved = json.load(f)
+    saved.update(json.loads(json.dumps(fields, default=float)))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(saved, f, indent=1, default=float)
+    os.replace(tmp, path)
+    return rewrite_report(workdir)
 
 
 def rewrite_report(workdir: str) -> dict:

@@ -92,6 +92,16 @@ def transfer_config(config: ml_collections.ConfigDict, animal: str) -> ml_collec
     return cfg
 
 
+def scratch_config(config: ml_collections.ConfigDict, animal: str) -> ml_collections.ConfigDict:
+    """`config` training the model from a fresh initialisation on one held-out animal alone (the
+    ``scratch`` arm of :func:`mesojax.analysis.learning_curve`): no transfer of its own."""
+    V.check_name("config", "transfer.animals", animal)
+    cfg = config.copy_and_resolve_references()
+    with cfg.unlocked():
+        cfg.data.animals, cfg.transfer.animals, cfg.transfer.curve = (animal,), (), ()
+    return cfg
+
+
 def frozen_config(config: ml_collections.ConfigDict, **data: object) -> ml_collections.ConfigDict:
     """`config` refitting a new circuit on a frozen basis: ``transfer.steps`` steps, ``basis`` and
     ``arch`` frozen, the architecture temperature held at the end of the original anneal. `data` replaces ``config.data`` fields (the new circuit: e.g. ``seed=1`` for

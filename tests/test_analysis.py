@@ -1,5 +1,7 @@
 """Representational similarity on constructed cases with known answers, and on a fitted tiny model."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -94,6 +96,18 @@ def test_learning_curve_scores_every_arm_on_the_same_test_frames(tmp_path):
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["transfer", "scratch", "best baseline", "persistence"]
     np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), rel[:, 0])
+    # Pooled with itself, a curve is unchanged; the transfer's wins count once per circuit.
+    pooled = analysis.pool_curves([curve, curve])
+    np.testing.assert_allclose(pooled["mse"]["transfer"], curve["mse"]["transfer"], rtol=1e-6)
+    wins = [int(t[0] < s[0]) for t, s in zip(curve["mse"]["transfer"], curve["mse"]["scratch"])]
+    assert pooled["n_folds"] == 2 and pooled["transfer_beats_scratch_h1"] == [2 * w for w in wins]
+    # A finished run's own report takes the curve in (here: one of the curve's runs stands for the source).
+    run = tmp_path / "curve" / "0.7" / "transfer"
+    train.add_to_report(str(run), learning_curve=curve)
+    assert (run / "figures" / "learning_curve.png").is_file()
+    page = (run / "report.html").read_text()
+    assert "One-shot learning" in page and page.count("<td class='best'>") >= 2
+    assert json.loads((run / "metrics.json").read_text())["learning_curve"]["fractions"] == [0.3, 0.7]
 
 
 

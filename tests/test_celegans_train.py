@@ -31,6 +31,7 @@ def tiny(celegans_dir, steps: int = 2):
 @pytest.fixture(scope="module")
 def celegans_run(celegans_dir, tmp_path_factory):
     cfg = tiny(celegans_dir)
+    cfg.transfer.curve = (0.3,)  # the held-out animal's one-shot learning curve, one share
     workdir = tmp_path_factory.mktemp("celegans")
     return cfg, workdir, train.run(cfg, str(workdir))
 
@@ -79,6 +80,18 @@ def test_celegans_run_writes_per_animal_and_transfer_results(celegans_run):
     assert "unidentified sources are kept without position" in loading and "below confidence" in loading
     saved = json.loads((workdir / "metrics.json").read_text())
     assert saved["transfer"][HELD_OUT]["basis_frozen"] is True
+
+
+def test_the_held_out_animals_learning_curve_is_in_the_reports(celegans_run):
+    cfg, workdir, results = celegans_run
+    curve = results["transfer"][HELD_OUT]["learning_curve"]
+    assert curve["fractions"] == [0.3] and set(curve["mse"]) == {"transfer", "scratch", *cfg.eval.baselines}
+    pooled = results["learning_curve"]  # over the held-out animals (one here)
+    assert pooled["n_folds"] == 1 and pooled["mse"]["transfer"] == curve["mse"]["transfer"]
+    for folder in (workdir, workdir / "transfer" / HELD_OUT):
+        assert (folder / "figures" / "learning_curve.png").is_file()
+        assert "One-shot learning" in (folder / "report.html").read_text()
+    assert json.loads((workdir / "metrics.json").read_text())["learning_curve"]["n_folds"] == 1
 
 
 def test_transfer_refits_only_what_is_specific_to_the_animal(celegans_dir, tmp_path):
