@@ -91,6 +91,11 @@ __all__ = [
     "hard_arch",
     "describe",
     "describe_bank",
+    "FixedLayer",
+    "Fixed",
+    "fix",
+    "fix_bank",
+    "apply_fixed",
     "divisive_normalization",
     "group_max",
     "DISPLAY_NAMES",
@@ -529,6 +534,111 @@ def describe_bank(spec: BasisSpec, arch: Arch) -> list[str]:
         )
     logits = jax.tree.map(np.asarray, arch)  # one device-to-host copy for the whole bank
     return [describe(spec, jax.tree.map(lambda x, b=b: x[b], logits)) for b in range(n_filters)]
+
+
+class FixedLayer(NamedTuple):
+    """One active layer of a fixed (discretised) architecture: its type and its active units, ascending
+    (whole unit blocks)."""
+
+    type: str
+    units: tuple[int, ...]
+
+
+class Fixed(NamedTuple):
+    """A discretised architecture of one filter as static Python values (hashable; a jit static argument).
+
+    :func:`apply_fixed` computes only what it uses: the selected layer type of each active layer, its
+    active units, the open skip edges; passed-through layers cost nothing.
+
+    Attributes:
+      layers: per layer, a :class:`FixedLayer`, or None where the layer passes its input through.
+      skip: per layer ``j``, whether the skip edge from stream ``h_j`` to the output is open.
+      recurrent: whether the recurrent edge is open.
+    """
+
+    layers: tuple[FixedLayer | None, ...]
+    skip: tuple[bool, ...]
+    recurrent: bool
+
+
+def fix(spec: BasisSpec, arch: Arch) -> Fixed:
+    """One filter's architecture, discretised (the thresholds of :func:`discretize`), as a :class:`Fixed`.
+
+    Host-side (not jittable): the result is static. ``apply_fixed(spec, fix(spec, arch), ...)`` equals
+    ``apply(..., discretize(arch), ...)`` up to float rounding.
+    """
+    _check_one_filter(spec, arch, "fix")
+    logits = jax.tree.map(np.asarray, arch)
+    layers = []
+    for layer in range(spec.n_layers):
+        if logits.layer[layer] < 0:
+            layers.append(None)
+            continue
+        blocks = np.flatnonzero(logits.units[layer] >= 0)
+        units = tuple(int(u) for k in blocks for u in range(k * spec.width_step, (k + 1) * spec.width_step))
+        layers.append(FixedLayer(spec.layer_types[int(np.argmax(logits.types[layer]))], units))
+    recurrent = bool(logits.recurrent >= 0) if logits.recurrent is not None else False
+    return Fixed(tuple(layers), tuple(bool(x >= 0) for x in logits.skip), recurrent)
+
+
+def fix_bank(spec: BasisSpec, arch: Arch) -> tuple[Fixed, ...]:
+    """:func:`fix` for every filter of a bank (``arch`` leaves carry a leading ``[B]`` axis)."""
+    logits = jax.tree.map(np.asarray, arch)
+    return tuple(fix(spec, jax.tree.map(lambda x, b=b: x[b], logits)) for b in range(logits.layer.shape[0]))
+
+
+def _static_index(idx: np.ndarray) -> slice | np.ndarray:
+    """A contiguous run of positions as a slice (an XLA slice, not a gather), others as they are."""
+    if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+        return slice(int(idx[0]), int(idx[0]) + len(idx))
+    return idx
+
+
+def apply_fixed(spec: BasisSpec, fixed: Fixed, params: Params, u: jax.Array,
+                state: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Runs ONE filter with a fixed architecture: the equations of the module docstring with every gate
+    0 or 1 and one layer type, computing only the units, layers and edges that are on.
+
+    The stream is carried as its possibly non-zero entries and their (static) positions, so a layer of
+    12 active units multiplies a ``[12, n]`` slice of ``W_l`` with the ``n`` entries of the stream it
+    reads.
+
+    Args:
+      fixed: from :func:`fix` (static).
+      params: one filter's :class:`Params`.
+      u: ``[n_in]`` input; state: ``[state_dim]`` (None: zeros).
+
+    Returns:
+      ``(v, new_state)`` as :meth:`Bank.apply` with ``discretize(arch)``.
+
+    Example::
+
+        fixed = basis.fix(spec, arch)
+        v, state = basis.apply_fixed(spec, fixed, params, u, state)
+    """
+    d = spec.stream_width
+    if state is None:
+        state = jnp.zeros((spec.state_dim,), u.dtype)
+    if spec.recurrent and fixed.recurrent:
+        h, pos = _pad(u, d) + params.w_rec @ state, np.arange(d)
+    else:
+        h, pos = u, np.arange(spec.n_in)
+    v = params.b_out
+    for layer, fl in enumerate(fixed.layers):
+        if fixed.skip[layer]:
+            v = v + params.w_skip[layer][:, _static_index(pos)] @ h
+        if fl is None:
+            continue
+        rows = np.asarray(fl.units, np.int64)
+        w = params.w[layer][_static_index(rows)][:, _static_index(pos)]
+        z = w @ h + params.b[layer][_static_index(rows)]
+        h, pos = _activation(spec, fl.type, z, jnp.exp(params.log_sigma[layer])), rows
+    v = v + params.w_out[:, _static_index(pos)] @ h
+    if not spec.recurrent:
+        return v, state
+    at = _static_index(pos)
+    new_state = (_pad(h, d) if isinstance(at, slice) and at.start == 0 else jnp.zeros((d,), h.dtype).at[at].set(h))
+    return v, new_state
 
 
 class Bank(NamedTuple):

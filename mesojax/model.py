@@ -36,6 +36,7 @@ training objective and the way to run a fitted model on new stimulus.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -74,6 +75,10 @@ class ModelSpec:
         channels of its own field (:func:`mesojax.spatial.stimulus_tables`); 0: every location reads all S.
       basis: the filter family (``n_in = M·H' + S``, or ``M·H' + Sl`` when retinotopic; ``n_out = M``).
       interface, assign: sub-specs.
+      fixed_arch: the filters' discretised architectures (:func:`mesojax.basis.fix_bank`, one per filter),
+        or None. When set, the bank runs each filter with :func:`mesojax.basis.apply_fixed` (only its
+        selected layer types, active units and open edges) and ``params.arch`` is not read: the model
+        of the hard phase (``train.hard_steps``) and of the discretised forecasts. See :func:`with_fixed_arch`.
     """
 
     n_neurons: int
@@ -95,10 +100,18 @@ class ModelSpec:
     behaviour_readout: str = "pooled"
     behaviour_stop_gradient: bool = False
     n_local_stimulus: int = 0
+    fixed_arch: tuple[basis.Fixed, ...] | None = None
 
     @property
     def n_channels(self) -> int:
         return self.history + int(self.use_synapses)
+
+
+def with_fixed_arch(spec: ModelSpec, arch: basis.Arch | None) -> ModelSpec:
+    """`spec` running the bank's architectures `arch` discretised and fixed (None: the soft, searched
+    architecture again). The result is a new static spec: jitted functions compile once more for it."""
+    fixed = None if arch is None else basis.fix_bank(spec.basis, arch)
+    return dataclasses.replace(spec, fixed_arch=fixed)
 
 
 def make_spec(
@@ -414,13 +427,20 @@ def _advance(
             stim_in = jnp.broadcast_to(stimulus, (*u.shape[:2], stimulus.shape[0]))
         u = jnp.concatenate([u, stim_in], axis=-1)
     with jax.named_scope("filter_bank"):
-        bank = basis.make_bank(spec.basis)
+        if spec.fixed_arch is None:
+            bank = basis.make_bank(spec.basis)
 
-        def pair(basis_p, arch_p, u_p, r):
-            return bank.apply(basis_p, arch_p, u_p, r, temperature=temps.arch)
+            def pair(basis_p, arch_p, u_p, r):
+                return bank.apply(basis_p, arch_p, u_p, r, temperature=temps.arch)
 
-        over_filters = jax.vmap(pair)
-        v, new_state = jax.vmap(over_filters, in_axes=(None, None, 0, 0))(params.basis, params.arch, u, state)
+            over_filters = jax.vmap(pair)
+            v, new_state = jax.vmap(over_filters, in_axes=(None, None, 0, 0))(params.basis, params.arch, u, state)
+        else:  # each filter its own program: only its selected types, units and edges, over all locations
+            outs = [jax.vmap(functools.partial(basis.apply_fixed, spec.basis, fixed), in_axes=(None, 0, 0))(
+                        jax.tree.map(lambda x, b=b: x[b], params.basis), u[:, b], state[:, b])
+                    for b, fixed in enumerate(spec.fixed_arch)]
+            v = jnp.stack([o[0] for o in outs], axis=1)
+            new_state = jnp.stack([o[1] for o in outs], axis=1)
 
     # Mix: x̂[i] = Σ_(c,b) a[i,c,b] y[cand(i,c), b, slot(i,c)] = Σ_c z[cand, slot] with z = Σ_b w·y in
     # the location layout (a pure gather back to neurons); neurons without candidates use the fallback.

@@ -438,3 +438,49 @@ def test_architecture_search_picks_divnorm_for_divnorm_target(fit_divnorm):
     params, arch = train(params, arch, temperatures)
     assert basis.describe(FIT_SPEC, arch) == "3 -> 8 divisive-norm -> 3"
     assert relative_test_mse(params, basis.discretize(arch)) < 0.05
+
+
+@pytest.mark.parametrize("recurrent", [True, False])
+@pytest.mark.parametrize("seed", range(4))
+def test_fixed_architecture_computes_the_discretised_filter(recurrent, seed):
+    """apply_fixed (only the active units, the selected type, the open edges) equals apply with the
+    discretised logits, in value, next state and parameter gradients, for random architectures: every
+    layer type, pass-through layers, closed and empty unit blocks, either recurrent edge."""
+    spec = basis.BasisSpec(n_in=5, n_out=3, n_layers=3, max_width=8, width_step=4, pool_size=2, recurrent=recurrent)
+    bank = basis.make_bank(spec)
+    params, arch = bank.init(jax.random.key(seed), len(basis.LAYER_TYPES))
+    params = _randomize_params(params, seed)
+    rng = np.random.default_rng(seed)
+    types = np.stack([np.roll(np.eye(spec.n_types), k, axis=0)[: spec.n_layers] for k in range(spec.n_types)])
+    arch = basis.Arch(units=jnp.asarray(rng.standard_normal(arch.units.shape), jnp.float32),
+                      # the first layer is on, so that filter k runs type k at least once
+                      layer=jnp.asarray(rng.standard_normal(arch.layer.shape) + 0.5 + 9 * (np.arange(3) == 0),
+                                        jnp.float32),
+                      types=jnp.asarray(types + 0.1 * rng.standard_normal(types.shape), jnp.float32),
+                      skip=jnp.asarray(rng.standard_normal(arch.skip.shape), jnp.float32),
+                      recurrent=None if arch.recurrent is None else jnp.asarray(rng.standard_normal(arch.recurrent.shape)))
+    hard = basis.discretize(arch)
+    fixed = basis.fix_bank(spec, arch)
+    assert [[fl.type for fl in f.layers if fl] for f in fixed] != [[]] * len(fixed)
+    assert {fl.type for f in fixed for fl in f.layers if fl} == set(basis.LAYER_TYPES)  # every type is run
+    u = jnp.asarray(rng.standard_normal((len(fixed), spec.n_in)), jnp.float32)
+    state = jnp.asarray(rng.standard_normal((len(fixed), spec.state_dim)), jnp.float32)
+    for b, f in enumerate(fixed):
+        p, a = _filter(params, b), _filter(hard, b)
+
+        def loss_soft(p):
+            v, s = bank.apply(p, a, u[b], state[b], temperature=0.3)
+            return jnp.sum(jnp.sin(v)) + jnp.sum(jnp.cos(s)), (v, s)
+
+        def loss_fixed(p):
+            v, s = basis.apply_fixed(spec, f, p, u[b], state[b])
+            return jnp.sum(jnp.sin(v)) + jnp.sum(jnp.cos(s)), (v, s)
+
+        (_, (v0, s0)), g0 = jax.value_and_grad(loss_soft, has_aux=True)(p)
+        (_, (v1, s1)), g1 = jax.jit(jax.value_and_grad(loss_fixed, has_aux=True))(p)
+        np.testing.assert_allclose(v1, v0, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(s1, s0, rtol=1e-5, atol=1e-6)
+        for x, y in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    assert basis.describe_bank(spec, arch) == basis.describe_bank(spec, hard)
+    assert hash(fixed) == hash(basis.fix_bank(spec, hard))  # static: usable as a jit argument
