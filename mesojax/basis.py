@@ -96,6 +96,7 @@ __all__ = [
     "fix",
     "fix_bank",
     "apply_fixed",
+    "is_hard",
     "divisive_normalization",
     "group_max",
     "DISPLAY_NAMES",
@@ -559,6 +560,12 @@ class Fixed(NamedTuple):
     layers: tuple[FixedLayer | None, ...]
     skip: tuple[bool, ...]
     recurrent: bool
+
+
+def is_hard(arch: Arch) -> bool:
+    """Whether every logit is ``±HARD_LOGIT`` (:func:`discretize`, :func:`hard_arch`): the gates are 0/1 at
+    any temperature, so the soft and the fixed computations agree (host-side)."""
+    return all(bool(np.all(np.abs(np.asarray(x)) >= HARD_LOGIT)) for x in jax.tree.leaves(arch))
 
 
 def fix(spec: BasisSpec, arch: Arch) -> Fixed:

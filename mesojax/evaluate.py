@@ -20,6 +20,7 @@ Example (see ``tests/test_train.py`` for a full run)::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -465,10 +466,19 @@ def forecasts(config: ml_collections.ConfigDict, exp: Experiment, params: model.
     horizons = range(1, config.eval.horizons + 1)
     window = config.eval.warmup + exp.spec.history
     forecast = {}
-    for name, arch in zip(MODEL_KEYS, (params.arch, basis.discretize(params.arch))):
-        with progress.phase(f"forecast {name}", timings):
-            forecast[name] = _model_forecasts(config, exp, params._replace(arch=arch), test_x, test_stim,
-                                              config.eval.stride)
+    # The discretised model runs the fixed-architecture bank (only its chosen parts); when the
+    # architecture is already hard (a hard phase, a transferred hard basis) it is the model itself.
+    fixed = dataclasses.replace(exp, spec=model.with_fixed_arch(exp.spec, params.arch))
+    with progress.phase("forecast model_hard", timings):
+        forecast["model_hard"] = _model_forecasts(config, fixed, params._replace(arch=basis.discretize(params.arch)),
+                                                  test_x, test_stim, config.eval.stride)
+    if basis.is_hard(params.arch):
+        forecast["model"] = forecast["model_hard"]
+    else:
+        with progress.phase("forecast model", timings):
+            soft = dataclasses.replace(exp, spec=model.with_fixed_arch(exp.spec, None))
+            forecast["model"] = _model_forecasts(config, soft, params, test_x, test_stim, config.eval.stride)
+    forecast = {"model": forecast["model"], "model_hard": forecast["model_hard"]}
     columns = group_columns(exp)
     for name in fitted[0]:
         with progress.phase(f"forecast {name}", timings):

@@ -83,6 +83,12 @@ def _group(
     return optax.GradientTransformation(init, update)
 
 
+def arch_trains(cfg: Any, step: int) -> bool:
+    """Whether the architecture logits can still change at `step` (not frozen, before ``arch_steps``)."""
+    arch_steps = cfg.get("arch_steps", None)
+    return "arch" not in tuple(cfg.get("freeze", ()) or ()) and (arch_steps is None or step < arch_steps)
+
+
 def make_optimizer(cfg: Any) -> optax.GradientTransformation:
     """Build the optimiser from the config's ``optim`` block.
 

@@ -345,6 +345,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | No
         fresh = shard_locations(init_state(config, exp, optimizer, params), mesh, exp.spec.n_locations)
         ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
         state = restore_or_init(ckpt, fresh, config)
+    exp = fixed_where_hard(exp, state.params, config, int(state.step))
     train_step = make_train_step(config, exp, optimizer)
     length = exp.spec.history + tc.rollout
     metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -373,6 +374,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | No
                 # (the optimiser's arch group stops here too, optim.arch_steps).
                 hard = basis.discretize(state.params.arch)
                 state = state._replace(params=state.params._replace(arch=hard))
+                exp = fixed_where_hard(exp, state.params, config, step)
+                train_step = make_train_step(config, exp, optimizer)  # the bank computes only the chosen parts
                 logging.info("step %d: architectures discretised; %d steps with them fixed", step, tc.hard_steps)
             batch = windows.sample_batch(exp.recording, exp.norm, exp.segments["train"], length=length,
                                          n_windows=tc.batch_windows, seed=config.seed, step=step)
@@ -414,7 +417,18 @@ def _train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | No
     if best is not None:
         state = _select_best(state, history, best, workdir)
         best.close()
-    return exp, state
+    return fixed_where_hard(exp, state.params, config), state
+
+
+def fixed_where_hard(exp: Experiment, params: model.Params, config: ml_collections.ConfigDict,
+                     step: int | None = None) -> Experiment:
+    """`exp` with the model spec that runs `params`: the fixed-architecture bank
+    (:func:`mesojax.model.with_fixed_arch`, same results, only the chosen parts computed) when the
+    architecture is hard and, during training (`step` given), no longer searched; the soft bank otherwise."""
+    fixed = basis.is_hard(params.arch) and (step is None or not optim.arch_trains(config.optim, step))
+    if fixed == (exp.spec.fixed_arch is not None) and not fixed:
+        return exp
+    return dataclasses.replace(exp, spec=model.with_fixed_arch(exp.spec, params.arch if fixed else None))
 
 
 def _validate(config: ml_collections.ConfigDict, exp: Experiment, state: TrainState, done: int,

@@ -321,3 +321,26 @@ def test_a_saved_config_from_before_a_field_existed_reads_it_as_that_run_had_it(
     assert merged["train"]["val_every"] == 0 and merged["data"]["split_by"] == "time"  # later fields: defaults
     fresh = train._with_defaults({}, train._defaults())
     assert fresh["model"]["behaviour_readout"] == "pooled"  # a changed default: the legacy value
+
+
+def test_the_hard_phase_runs_the_fixed_bank_with_the_soft_banks_results(tmp_path, monkeypatch):
+    """With train.hard_steps the last steps train the discretised filters through the fixed-architecture
+    bank (only the chosen parts computed): the same losses as the soft bank with hard logits, also after a
+    resume inside the hard phase; the evaluated model is then the discretised one."""
+    cfg = short(6, **{"train.hard_steps": 3})
+    exp, fast = train.train(cfg, str(tmp_path / "fixed"))
+    assert train.basis.is_hard(fast.params.arch)
+    assert exp.spec.fixed_arch == train.basis.fix_bank(exp.spec.basis, fast.params.arch)
+    with monkeypatch.context() as m:  # the soft bank throughout, with the same hard logits
+        m.setattr(train, "fixed_where_hard", lambda exp, *a, **k: exp)
+        _, slow = train.train(cfg, str(tmp_path / "soft"))
+    losses_of = lambda d: [json.loads(x)["loss"] for x in open(tmp_path / d / "metrics.jsonl")]  # noqa: E731
+    np.testing.assert_allclose(losses_of("fixed"), losses_of("soft"), rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), _params(fast), _params(slow))
+    # Resumed at step 3 (the checkpoint is taken before the switch at step 3), and at 6 for the report.
+    (tmp_path / "fixed" / "checkpoints" / "6").rename(tmp_path / "fixed-6")
+    exp2, resumed = train.train(cfg, str(tmp_path / "fixed"))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), _params(fast), _params(resumed))
+    results, _ = train.evaluate.evaluate(cfg, exp2, resumed.params)
+    assert results["forecast"]["model"] == results["forecast"]["model_hard"]
+
