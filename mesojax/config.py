@@ -111,6 +111,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.freeze = ()  # groups that never update (mesojax.optim.GROUPS)
     # Architecture search ends here; the last train.hard_steps steps train the discretised filters.
     c.optim.arch_steps = c.train.get_ref("steps") - c.train.get_ref("hard_steps")
+    # > 0: the hard phase restarts the learning-rate schedule (warm-up + cosine) with this peak factor, so
+    # the discretised filters are trained at a useful rate rather than at the tail of the search's schedule.
+    c.optim.hard_peak = 0.0
 
     c.train.batch_windows = 8
     c.train.rollout = 6  # R predicted frames per window

@@ -83,6 +83,15 @@ def _group(
     return optax.GradientTransformation(init, update)
 
 
+def _warmup_cosine(peak: float, warmup: int, steps: int) -> optax.Schedule:
+    """Linear warm-up to `peak` over `warmup` steps, then a cosine decay to 5 % of it by `steps`."""
+    steps = max(steps, warmup + 1)
+    if warmup > 0:
+        return optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=peak, warmup_steps=warmup,
+                                                  decay_steps=steps, end_value=0.05 * peak)
+    return optax.cosine_decay_schedule(peak, steps, alpha=0.05)
+
+
 def arch_trains(cfg: Any, step: int) -> bool:
     """Whether the architecture logits can still change at `step` (not frozen, before ``arch_steps``)."""
     arch_steps = cfg.get("arch_steps", None)
@@ -98,8 +107,10 @@ def make_optimizer(cfg: Any) -> optax.GradientTransformation:
     Args:
       cfg: fields ``learning_rate``, ``warmup_steps``, ``total_steps``, ``clip_norm``, ``mode``
         ("joint" / "alternating"), ``alternate_every``, ``lr_scale`` (group → multiplier), and
-        optionally ``freeze`` (groups that never update) and ``arch_steps`` (the ``arch`` group
-        updates only for the first ``arch_steps`` steps; None: always).
+        optionally ``freeze`` (groups that never update), ``arch_steps`` (the ``arch`` group
+        updates only for the first ``arch_steps`` steps; None: always) and ``hard_peak`` (> 0: the
+        steps after ``arch_steps``, the hard phase, restart the schedule with a warm-up and a cosine of
+        their own peaking at this fraction of the rate; 0: one schedule over all steps).
 
     Returns:
       An ``optax.GradientTransformation`` over :class:`mesojax.model.Params`.
@@ -112,14 +123,18 @@ def make_optimizer(cfg: Any) -> optax.GradientTransformation:
         if unknown:
             raise ValueError(f"optim config: field '{field}' names unknown groups {sorted(unknown)}; have {GROUPS}")
     arch_steps = cfg.get("arch_steps", None)
-    decay_steps = max(int(cfg.total_steps), int(cfg.warmup_steps) + 1)
-    if cfg.warmup_steps > 0:
-        schedule = optax.warmup_cosine_decay_schedule(
-            init_value=0.0, peak_value=1.0, warmup_steps=int(cfg.warmup_steps), decay_steps=decay_steps,
-            end_value=0.05,
-        )
+    hard_peak = float(cfg.get("hard_peak", 0.0) or 0.0)
+    total = int(cfg.total_steps)
+    if hard_peak > 0 and arch_steps is not None and 0 < arch_steps < total:
+        # The hard phase restarts the schedule: the search decays by its own end, and the discretised
+        # filters get a warm-up and a cosine of their own instead of the search's last, tiny rates.
+        hard_steps = total - int(arch_steps)
+        schedule = optax.join_schedules(
+            [_warmup_cosine(1.0, int(cfg.warmup_steps), int(arch_steps)),
+             _warmup_cosine(hard_peak, min(int(cfg.warmup_steps), hard_steps // 10), hard_steps)],
+            boundaries=[int(arch_steps)])
     else:
-        schedule = optax.cosine_decay_schedule(1.0, decay_steps, alpha=0.05)
+        schedule = _warmup_cosine(1.0, int(cfg.warmup_steps), total)
 
     def group(name: str) -> optax.GradientTransformation:
         peak = cfg.learning_rate * cfg.lr_scale.get(name, 1.0)

@@ -811,3 +811,28 @@ def test_transfer_config(make):
     assert cfg.optim.warmup_steps <= max(steps // 4, 0)
     assert config.to_dict() == before  # the original config is untouched
     optim.make_optimizer(cfg.optim)  # the frozen group names are valid
+
+
+@pytest.mark.parametrize("hard_peak", [0.0, 0.5])
+def test_the_hard_phase_restarts_the_schedule(hard_peak):
+    """With optim.hard_peak the steps after arch_steps get a warm-up and a cosine of their own (peaking at
+    hard_peak × the rate); without it one schedule spans both phases. Constant gradients make Adam's
+    step the rate itself."""
+    cfg = _optim_cfg("joint")
+    cfg.warmup_steps, cfg.total_steps, cfg.arch_steps, cfg.hard_peak = 2, 20, 10, hard_peak
+    tx = optim.make_optimizer(cfg)
+    params = _tiny_params()
+    state = tx.init(params)
+    rates, arch_moves = [], []
+    for _ in range(20):
+        updates, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+        rates.append(float(jnp.abs(updates.basis["w"]).max()) / cfg.learning_rate)
+        arch_moves.append(float(jnp.abs(updates.arch["w"]).max()))
+    assert all(m > 0 for m in arch_moves[1:10]) and not any(arch_moves[10:])  # the search ends at arch_steps
+    rates = np.asarray(rates)
+    if hard_peak:
+        assert rates[9] < 0.1  # the search's schedule has decayed by its end
+        assert rates[10] == 0.0 and rates[11] > rates[9]  # a fresh warm-up (of hard_steps // 10 = 1 step)
+        np.testing.assert_allclose(rates[10:].max(), hard_peak, rtol=0.02)
+    else:
+        assert np.all(np.diff(rates[2:]) <= 1e-7) and rates[10] > 0.4  # one cosine, mid-way at the switch
