@@ -27,6 +27,12 @@ at the locations it claims) and per domain, and, for a disjoint union of animals
 filter's output RDMs across animals (does a filter sit at the same place in the representational
 geometry of every animal?).
 
+**Unsupervised clustering** (:func:`neuron_features`, :func:`kmeans`, :func:`cluster_scores`): every
+claimed neuron is described by what the fitted model learned about it, without its labels: how its
+assignment weight spreads over the filters, and how its recorded activity co-varies with each output
+port of the filter that claims it. k-means on these (k = the number of labels) is scored against every
+known partition (cell types, planted roles) by the adjusted Rand index.
+
 **One-shot learning curves** (:func:`learning_curve`): a new circuit's model refit on a frozen basis
 from 2 % to 70 % of its recording, against the same model trained from scratch on those frames and
 against every baseline, all scored on the same held-out test segment.
@@ -47,11 +53,12 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
+from mesojax import metrics
 from mesojax.data import Recording, windows
 from mesojax.experiment import Experiment
 
 __all__ = ["condition_labels", "rdm", "compare_rdms", "rsa", "claimed_pairs", "model_rsa", "learning_curve", "pool_curves",
-           "LEARNING_FRACTIONS"]
+           "LEARNING_FRACTIONS", "neuron_features", "kmeans", "cluster_scores"]
 
 _MIN_FRAMES = 4  # frames a condition needs in each half to enter an RDM
 _BINS = 5  # quantile bins of a continuous behaviour when there are too few discrete states
@@ -471,3 +478,91 @@ def pool_curves(curves: list[dict[str, Any]]) -> dict[str, Any]:
             "relative_to_persistence": ({a: (pooled[a] / pooled["persistence"]).tolist() for a in arms}
                                         if "persistence" in pooled else None),
             "transfer_beats_scratch_h1": wins, "n_folds": len(curves)}
+
+
+def neuron_features(filter_weight: np.ndarray, part: dict[str, np.ndarray], data: np.ndarray, v: np.ndarray,
+                    pairs: np.ndarray) -> np.ndarray:
+    """What the fitted model says about each neuron, label-free: ``[N, B + M]`` (NaN rows: unclaimed).
+
+    The first B columns: the neuron's assignment weight per filter, ``Σ_c a[i, c, b]`` (its filter usage,
+    summing to one). The last M: the correlation of its recorded activity with each output port of the
+    pair (location, filter) that claims it (its role in that filter's dynamics).
+
+    Args:
+      filter_weight: ``[N, B]`` assignment weight per filter.
+      part: the hard partition (``location``, ``filter`` ``[N]``).
+      data: ``[R, N]`` recorded frames (NaN: missing).
+      v: ``[R, P, M]`` filter outputs of the ``pairs [P, 2]`` at the same frames.
+    """
+    n, m = data.shape[1], v.shape[-1]
+    loc, filt = np.asarray(part["location"]), np.asarray(part["filter"])
+    index = {(int(a), int(b)): k for k, (a, b) in enumerate(np.asarray(pairs).reshape(-1, 2))}
+    roles = np.full((n, m), np.nan)
+    for i in range(n):
+        k = index.get((int(loc[i]), int(filt[i])))
+        if k is None:
+            continue
+        x, ok = data[:, i], np.isfinite(data[:, i])
+        if ok.sum() < 3 or np.std(x[ok]) == 0:
+            continue
+        out = v[ok, k]  # [R', M]
+        sd = out.std(0)
+        xc = (x[ok] - x[ok].mean()) / x[ok].std()
+        roles[i] = np.where(sd > 0, (xc[:, None] * (out - out.mean(0))).mean(0) / np.where(sd > 0, sd, 1.0), 0.0)
+    return np.concatenate([np.asarray(filter_weight, float), roles], axis=1)
+
+
+def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 10, n_iter: int = 100) -> np.ndarray:
+    """k-means (k-means++ starts, the best of `n_init` by inertia) of the rows of ``x [n, f]``.
+
+    Returns:
+      ``[n]`` cluster labels in ``0..k-1``; deterministic for a seed.
+    """
+    x = np.asarray(x, float)
+    rng = np.random.default_rng(seed)
+    k = max(1, min(int(k), len(x)))
+    best, best_inertia = np.zeros(len(x), np.int64), np.inf
+    for _ in range(n_init):
+        centres = [x[rng.integers(len(x))]]
+        for _ in range(k - 1):
+            d2 = np.min([((x - c) ** 2).sum(1) for c in centres], axis=0)
+            p = d2 / d2.sum() if d2.sum() > 0 else np.full(len(x), 1.0 / len(x))
+            centres.append(x[rng.choice(len(x), p=p)])
+        c = np.asarray(centres)
+        for _ in range(n_iter):
+            lab = ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
+            new = np.asarray([x[lab == j].mean(0) if (lab == j).any() else c[j] for j in range(k)])
+            if np.allclose(new, c):
+                break
+            c = new
+        inertia = ((x - c[lab]) ** 2).sum()
+        if inertia < best_inertia:
+            best, best_inertia = lab, inertia
+    return best
+
+
+def cluster_scores(features: np.ndarray, labels: dict[str, np.ndarray], *, seed: int = 0) -> dict[str, Any]:
+    """Unsupervised clusters of the neurons against every known labelling.
+
+    For each labelling, over the neurons with a known label ("" or -1: unknown) and finite features:
+    k-means of the standardised features with k = the number of distinct labels, and its ARI with them.
+
+    Returns:
+      ``name -> {"cluster_ari", "k", "n_scored"}``.
+    """
+    features = np.asarray(features, float)
+    ok = np.isfinite(features).all(1)
+    out = {}
+    for name, values in labels.items():
+        values = np.asarray(values)
+        known = ok & ((values != "") if values.dtype.kind in "US" else (values >= 0))
+        lab = values[known].astype(str)
+        k = len(np.unique(lab))
+        if known.sum() < 3 or k < 2:
+            continue
+        f = features[known]
+        sd = f.std(0)
+        f = (f - f.mean(0)) / np.where(sd > 0, sd, 1.0)
+        out[name] = {"cluster_ari": metrics.adjusted_rand_index(lab, kmeans(f, k, seed=seed)), "k": k,
+                     "n_scored": int(known.sum())}
+    return out

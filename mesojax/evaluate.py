@@ -224,12 +224,13 @@ def piece_predictions(spec: model.ModelSpec, params: model.Params, inputs: model
 
 def partition(spec: model.ModelSpec, params: model.Params, inputs: model.ModelInputs,
               temps: model.Temperatures) -> dict[str, np.ndarray]:
-    """Hard partition and filter usage: ``location, filter, confidence [N]``, ``usage [B]``."""
+    """Hard partition and filter usage: ``location, filter, confidence [N]``, ``usage [B]``, and each
+    neuron's assignment weight per filter ``filter_weight [N, B]``."""
     a = assign.assignment(spec.assign, params.assign, inputs.assign, temps.assign)
     loc, filt, conf = assign.hard_partition(a, inputs.assign)
     return {
         "location": np.asarray(loc), "filter": np.asarray(filt), "confidence": np.asarray(conf),
-        "usage": np.asarray(losses.usage(a)),
+        "usage": np.asarray(losses.usage(a)), "filter_weight": np.asarray(a.sum(1)),
     }
 
 
@@ -550,10 +551,19 @@ def evaluate(config: ml_collections.ConfigDict, exp: Experiment, params: model.P
         results["behaviour"] = behaviour_scores(exp, params, temps, train_x, series)
         if series:
             part["behaviour"] = series
-    if config.eval.get("rsa", True):
-        with progress.phase("representational similarity", timings):
+    if config.eval.get("rsa", True) or results.get("labels"):
+        with progress.phase("responses", timings):
             pairs = analysis.claimed_pairs(part)
-            results["rsa"] = analysis.model_rsa(exp, part, responses(config, exp, params, "test", pairs))
+            test_responses = responses(config, exp, params, "test", pairs)
+        if config.eval.get("rsa", True):
+            with progress.phase("representational similarity", timings):
+                results["rsa"] = analysis.model_rsa(exp, part, test_responses)
+        if results.get("labels"):
+            with progress.phase("clustering", timings):
+                features = analysis.neuron_features(part["filter_weight"], part, test_responses[0],
+                                                    test_responses[2], pairs)
+                for name, scores in analysis.cluster_scores(features, exp.labels, seed=config.seed).items():
+                    results["labels"].setdefault(name, {}).update(scores)
     if len(columns) > 1:
         results["groups"] = {
             exp.group_names[g]: dict(_forecast_table(forecast, cols),

@@ -705,10 +705,13 @@ def html_report(exp: Experiment, params: model.Params, results: dict[str, Any], 
               t["n_instances"]]]))
     if results.get("labels"):
         sections.append("<h2>Known partitions</h2><p class='note'>Adjusted Rand index of the fitted domains "
-                        "and filters against every labelling the data has.</p>" + _table(
-                            ["labels", "domain ARI", "filter ARI", "distinct labels", "neurons scored"],
-                            [[k, v["domain_ari"], v["filter_ari"], v["n_labels"], v["n_scored"]]
-                             for k, v in results["labels"].items()]))
+                        "and filters against every labelling the data has, and of an unsupervised clustering "
+                        "of the neurons (k-means, k = the number of labels, on each neuron's assignment weight "
+                        "per filter and its correlation with its filter's output ports).</p>" + _table(
+                            ["labels", "domain ARI", "filter ARI", "cluster ARI", "distinct labels", "neurons scored"],
+                            [[k, v.get("domain_ari", float("nan")), v.get("filter_ari", float("nan")),
+                              v.get("cluster_ari", float("nan")), v.get("n_labels", v.get("k", "")),
+                              v.get("n_scored", "")] for k, v in results["labels"].items()]))
     beh = results.get("behaviour") or {}
     if beh.get("targets"):
         sections.append("<h2>Behaviour</h2>" + _table(

@@ -153,3 +153,29 @@ def test_simulate_without_innovations_is_a_free_rollout():
     # The innovation enters the frame it is added to: the first simulated frame differs by exactly it.
     eps = 0.1 * jax.random.normal(jax.random.key(0), free.shape)
     np.testing.assert_allclose(noisy[0] - free[0], eps[0], rtol=1e-4, atol=1e-5)
+
+
+def test_clusters_recover_separated_groups_and_not_shuffled_labels():
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.array(["a", "b", "c"]), 40)
+    centres = {"a": [0, 0, 5], "b": [5, 0, 0], "c": [0, 5, 0]}
+    x = np.asarray([centres[t] for t in truth], float) + 0.5 * rng.normal(size=(120, 3))
+    x[5] = np.nan  # an unclaimed neuron is left out, not clustered
+    labels = {"type": truth, "shuffled": rng.permutation(truth), "instance": np.where(np.arange(120) < 60, 0, -1)}
+    out = analysis.cluster_scores(x, labels)
+    assert out["type"]["cluster_ari"] == 1.0 and out["type"]["k"] == 3 and out["type"]["n_scored"] == 119
+    assert abs(out["shuffled"]["cluster_ari"]) < 0.05
+    assert "instance" not in out  # one known label: nothing to cluster against
+    np.testing.assert_array_equal(analysis.kmeans(x[:5], 2, seed=3), analysis.kmeans(x[:5], 2, seed=3))
+
+
+def test_neuron_features_read_the_port_a_neuron_follows():
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(200, 2, 3))  # two pairs, three ports
+    data = np.stack([v[:, 0, 2], -v[:, 1, 0], rng.normal(size=200)], axis=1) + 0.1 * rng.normal(size=(200, 3))
+    part = {"location": np.array([4, 7, -1]), "filter": np.array([1, 0, -1])}
+    weight = np.array([[0.2, 0.8], [0.9, 0.1], [0.5, 0.5]])
+    f = analysis.neuron_features(weight, part, data, v, np.array([[4, 1], [7, 0]]))
+    np.testing.assert_array_equal(f[:2, :2], weight[:2])
+    assert np.argmax(f[0, 2:]) == 2 and f[0, 4] > 0.9 and np.argmin(f[1, 2:]) == 0 and f[1, 2] < -0.9
+    assert np.isnan(f[2, 2:]).all()  # unclaimed: no role

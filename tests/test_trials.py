@@ -176,6 +176,8 @@ def test_trials_and_retinotopic_stimulus_train_and_evaluate_without_joining_tria
     per_piece = [len(range(window - 1, (b - a) - h_max, cfg.eval.stride)) for a, b in exp.segments["test"]]
     assert fc["n_starts"] == sum(per_piece)
     assert np.isfinite(fc["mse"]).all() and "instance" in results["labels"]
+    for scores in results["labels"].values():  # the unsupervised clusters are scored with the domains
+        assert -1.0 <= scores["cluster_ari"] <= 1.0 and 2 <= scores["k"] <= scores["n_labels"]
 
 
 def test_a_split_by_trial_needs_every_share_to_get_a_trial():
