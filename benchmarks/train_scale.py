@@ -6,7 +6,9 @@ initialises the parameters, compiles the train step and times ``--steps`` steps 
 ``--eval``) runs the full evaluation. Recorded per size:
 
 * ``prepare_s``, ``init_s``, ``compile_s`` (lowering and compiling the train step), ``step_s`` (median of
-  the timed steps after a warm-up step),
+  the timed steps after a warm-up step, soft architecture search), ``hard_step_s`` (the same with the
+  architectures discretised and fixed: the hard phase, ``train.hard_steps``), ``schedule_step_s`` (their
+  average over the config's steps, i.e. the run's mean step),
   ``steps_per_s`` and ``neuron_frames_per_s`` (N × windows × rollout frames per second);
 * ``step_gflop`` (XLA's cost analysis of the compiled step) and ``achieved_gflops`` against
   ``matmul_gflops``, a float32 matmul timed in the same process;
@@ -26,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -44,13 +47,13 @@ def measure(size: str, steps: int, run_eval: bool) -> dict:
     """One size in this process (see the module docstring for the fields)."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
+    from mesojax import basis, model
     from mesojax import config as config_lib
     from mesojax import evaluate, experiment, optim, train
     from mesojax.data import windows
 
-    overrides = {"train.steps": steps + 1}
+    overrides = {}
     if size.isdigit():
         overrides["data.overrides.n_instances"] = int(size)
     else:
@@ -106,9 +109,29 @@ def measure(size: str, steps: int, run_eval: bool) -> dict:
     out["neuron_frames_per_s"] = exp.spec.n_neurons * cfg.train.batch_windows * cfg.train.rollout / out["step_s"]
     out["achieved_gflops"] = out["step_gflop"] / out["step_s"]
     out["final_loss"] = float(m["loss"])
+    out["hard_steps"] = int(cfg.train.get("hard_steps", 0) or 0)
+    eval_exp = exp
+    if hasattr(model, "with_fixed_arch"):
+        # The hard phase: architectures discretised and fixed, the bank computing only their chosen parts.
+        hard_params = state.params._replace(arch=basis.discretize(state.params.arch))
+        fixed_exp = eval_exp = dataclasses.replace(exp, spec=model.with_fixed_arch(exp.spec, hard_params.arch))
+        fixed_step = train.make_train_step(cfg, fixed_exp, opt)
+        state = state._replace(params=hard_params)
+        state, m = fixed_step(state, batch(steps + 1))  # compiles
+        float(m["loss"])
+        hard_times = []
+        for s in range(steps + 2, 2 * steps + 2):
+            t = time.perf_counter()
+            state, m = fixed_step(state, batch(s))
+            float(m["loss"])
+            hard_times.append(time.perf_counter() - t)
+        out["hard_step_s"] = statistics.median(hard_times)
+        # The run's average under the config's schedule: soft steps, then hard ones.
+        n, h = int(cfg.train.steps), min(out["hard_steps"], int(cfg.train.steps))
+        out["schedule_step_s"] = ((n - h) * out["step_s"] + h * out["hard_step_s"]) / n
     if run_eval:
         t = time.perf_counter()
-        evaluate.evaluate(cfg, exp, state.params)
+        evaluate.evaluate(cfg, eval_exp, state.params)
         out["eval_s"] = time.perf_counter() - t
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
     return out
@@ -162,7 +185,8 @@ def main() -> None:
             if results[label]:
                 print(label, json.dumps(results[label][-1]), flush=True)
     results["exponent"] = {k: exponent(results[k]) for k in ("current", "compare")}
-    header = f"{'size':>6} {'N':>6} {'step s':>8} {'steps/s':>8} {'GFLOP/s':>8} {'compile s':>9} {'eval s':>7} {'RSS GiB':>7}"
+    header = (f"{'size':>6} {'N':>6} {'step s':>8} {'hard s':>8} {'run avg':>8} {'steps/s':>8} {'GFLOP/s':>8} "
+              f"{'compile s':>9} {'eval s':>7} {'RSS GiB':>7}")
     for label in ("compare", "current"):
         if not results[label]:
             continue
@@ -171,13 +195,15 @@ def main() -> None:
             if "error" in r:
                 print(f"{r['size']:>6} {r['error']}")
                 continue
-            print(f"{r['size']:>6} {r['n_neurons']:>6} {r['step_s']:>8.3f} {r['steps_per_s']:>8.2f} "
+            print(f"{r['size']:>6} {r['n_neurons']:>6} {r['step_s']:>8.3f} {r.get('hard_step_s', float('nan')):>8.3f} "
+                  f"{r.get('schedule_step_s', r['step_s']):>8.3f} {r['steps_per_s']:>8.2f} "
                   f"{r['achieved_gflops']:>8.2f} {r['compile_s']:>9.1f} {r.get('eval_s', float('nan')):>7.1f} "
                   f"{r['peak_rss_gib']:>7.2f}")
     if results["compare"]:
-        print("\nspeed-up (compare step s / current step s):",
-              {c["size"]: round(c["step_s"] / r["step_s"], 2)
-               for c, r in zip(results["compare"], results["current"]) if "step_s" in c and "step_s" in r})
+        for key in ("step_s", "hard_step_s", "schedule_step_s"):
+            print(f"speed-up (compare's run average / current {key}):",
+                  {c["size"]: round(c.get("schedule_step_s", c["step_s"]) / r[key], 2)
+                   for c, r in zip(results["compare"], results["current"]) if "step_s" in c and key in r})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

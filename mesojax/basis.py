@@ -97,6 +97,7 @@ __all__ = [
     "fix_bank",
     "apply_fixed",
     "is_hard",
+    "equation",
     "divisive_normalization",
     "group_max",
     "DISPLAY_NAMES",
@@ -586,6 +587,43 @@ def fix(spec: BasisSpec, arch: Arch) -> Fixed:
         layers.append(FixedLayer(spec.layer_types[int(np.argmax(logits.types[layer]))], units))
     recurrent = bool(logits.recurrent >= 0) if logits.recurrent is not None else False
     return Fixed(tuple(layers), tuple(bool(x >= 0) for x in logits.skip), recurrent)
+
+
+_EQUATION_OP = {"relu": "relu", "logistic": "σ", "tanh": "tanh", "divnorm": "divnorm", "identity": ""}
+
+
+def equation(spec: BasisSpec, fixed: Fixed) -> str:
+    """A fixed architecture's computation written out, one assignment per stream (host-side text).
+
+    Streams are numbered by the active layers that produce them (``h0``: the input). ``W``, ``b``, ``S``,
+    ``U`` name the filter's weights (:class:`Params`), ``[n]`` a stream's width, ``r`` the recurrent
+    state; ``divnorm(z)_i = z_i² / (σ² + Σ_j z_j²)`` and ``maxpool2`` the max over groups of 2 units.
+
+    Example::
+
+        >>> spec = BasisSpec(n_in=8, n_out=4, n_layers=2, max_width=16, width_step=4)
+        >>> arch = hard_arch(spec, widths=(12, 16), types=("tanh", "relu"), active=(True, False), skip=(True, False))
+        >>> equation(spec, fix(spec, arch))
+        "h0 = u [8]; h1 = tanh(W1·h0 + b1) [12]; v = Wo·h1 + bo + S0·h0 [4]; r' = h1"
+    """
+    d = spec.stream_width
+    streams = ["h0"]
+    parts = [f"h0 = u + U·r [{d}]" if spec.recurrent and fixed.recurrent else f"h0 = u [{spec.n_in}]"]
+    read = []  # the stream each skip edge reads
+    for layer, fl in enumerate(fixed.layers):
+        read.append(streams[-1])
+        if fl is None:
+            continue
+        k = len(streams)
+        op = f"maxpool{spec.pool_size}" if fl.type == "maxpool" else _EQUATION_OP[fl.type]
+        inner = f"W{k}·{streams[-1]} + b{k}"
+        parts.append(f"h{k} = {op}({inner}) [{len(fl.units)}]" if op else f"h{k} = {inner} [{len(fl.units)}]")
+        streams.append(f"h{k}")
+    skips = "".join(f" + S{j}·{read[j]}" for j in range(spec.n_layers) if fixed.skip[j])
+    parts.append(f"v = Wo·{streams[-1]} + bo{skips} [{spec.n_out}]")
+    if spec.recurrent:
+        parts.append(f"r' = {streams[-1]}")
+    return "; ".join(parts)
 
 
 def fix_bank(spec: BasisSpec, arch: Arch) -> tuple[Fixed, ...]:

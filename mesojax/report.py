@@ -3,9 +3,10 @@
 ============================  ====================================================================
 ``partition.csv``             neuron id, x, y, z, location, filter, confidence (+ planted instance and
                               motif on phantoms): every neuron's functional domain
-``motif_map.json``            per location: the filter claiming most of its members; per filter: usage
-                              and, on phantoms, the motif type it was matched to
-``filters.txt``               each filter's discretised architecture, e.g. ``8 -> 12 divisive-norm -> 4``
+``motif_map.json``            per location: the filter claiming most of its members; per filter: usage,
+                              architecture, equation and, on phantoms, the motif type it was matched to
+``filters.txt``               each filter's discretised architecture, e.g. ``8 -> 12 divisive-norm -> 4``,
+                              and its equation (:func:`mesojax.basis.equation`)
 ``metrics.json``              everything :func:`mesojax.evaluate.evaluate` returned
 ``timings.json``              seconds spent in every phase of the run (setup, compile, training, each
                               baseline, forecasts, report; :mod:`mesojax.progress`)
@@ -79,6 +80,11 @@ def _png(fig: Any) -> bytes:
 def filter_descriptions(spec: model.ModelSpec, params: model.Params) -> list[str]:
     """Readable discretised architecture of every filter."""
     return basis.describe_bank(spec.basis, basis.discretize(params.arch))
+
+
+def filter_equations(spec: model.ModelSpec, params: model.Params) -> list[str]:
+    """Every filter's discretised computation written out (:func:`mesojax.basis.equation`)."""
+    return [basis.equation(spec.basis, f) for f in basis.fix_bank(spec.basis, params.arch)]
 
 
 def partition_rows(exp: Experiment, part: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -506,10 +512,18 @@ def write(workdir: str, config: ml_collections.ConfigDict, exp: Experiment, para
     if "per_neuron" in part:
         paths["per_neuron.csv"] = os.path.join(workdir, "per_neuron.csv")
         _atomic_write(paths["per_neuron.csv"], _csv(per_neuron_rows(exp, part)))
-    _atomic_write(paths["motif_map.json"], json.dumps(motif_map(exp, part, results), indent=1))
+    mm = motif_map(exp, part, results)
+    for b, (d, e) in enumerate(zip(descriptions, filter_equations(spec, params))):
+        mm["filters"][str(b)].update(architecture=d, equation=e)
+    _atomic_write(paths["motif_map.json"], json.dumps(mm, indent=1))
     used = part["usage"]
-    _atomic_write(paths["filters.txt"], "".join(
-        f"filter {b} (usage {used[b]:.3f}): {d}\n" for b, d in enumerate(descriptions)))
+    hard = basis.is_hard(params.arch)
+    _atomic_write(paths["filters.txt"], (
+        "The discretised architectures: the evaluated model itself (the architectures were fixed in training).\n"
+        if hard else "The discretised architectures; the evaluated model mixes them softly (model vs model_hard in "
+        "metrics.json).\n") + "".join(
+        f"filter {b} (usage {used[b]:.3f}): {d}\n    {e}\n"
+        for b, (d, e) in enumerate(zip(descriptions, filter_equations(spec, params)))))
     _atomic_write(paths["metrics.json"], json.dumps(
         dict(results, filters=descriptions), indent=1, default=float))
     if exp.reports:

@@ -404,7 +404,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | No
                 log.write(json.dumps({"step": done, **host}) + "\n")
                 log.flush()
                 logging.info("%s", _log_line(done, tc.steps, host, rate))
-            if tc.val_every and done % tc.val_every == 0:
+            # With a hard phase only its steps are candidates: the evaluated model is the discretised one.
+            if tc.val_every and done % tc.val_every == 0 and (hard_from is None or done > hard_from):
                 stopped = _validate(config, exp, state, done, history, best, log)
             if done % tc.checkpoint_every == 0 or done == tc.steps or stopped:
                 ckpt.save(done, state, {"step": done, "config": json.loads(json.dumps(config.to_dict(), default=str)),

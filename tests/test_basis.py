@@ -483,4 +483,8 @@ def test_fixed_architecture_computes_the_discretised_filter(recurrent, seed):
         for x, y in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
             np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
     assert basis.describe_bank(spec, arch) == basis.describe_bank(spec, hard)
+    for f in fixed:  # the equation: the input, one line per active layer, the output, the next state
+        text = basis.equation(spec, f)
+        assert text.count(" = ") == 2 + sum(fl is not None for fl in f.layers) + int(recurrent)
+        assert text.count("S") == sum(f.skip) and ("U·r" in text) == (recurrent and f.recurrent)
     assert hash(fixed) == hash(basis.fix_bank(spec, hard))  # static: usable as a jit argument

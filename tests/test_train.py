@@ -39,6 +39,9 @@ def test_end_to_end_tiny_writes_every_output(tiny_run):
     cfg, workdir, results = tiny_run
     for name in ("partition.csv", "motif_map.json", "filters.txt", "metrics.json", "metrics.jsonl"):
         assert (workdir / name).stat().st_size > 0, name
+    described = (workdir / "filters.txt").read_text()
+    assert described.count("v = Wo·") == cfg.model.n_filters  # every filter's equation is written out
+    assert all("equation" in f for f in json.loads((workdir / "motif_map.json").read_text())["filters"].values())
     for name in ("domains_3d.png", "filter_usage.png", "forecast.png", "traces.png"):
         assert (workdir / "figures" / name).read_bytes()[:4] == b"\x89PNG", name
     rows = list(csv.DictReader(open(workdir / "partition.csv")))
@@ -222,15 +225,20 @@ def test_state_readout_of_a_no_change_model_is_the_decoder_on_the_same_frames():
     assert pooled["readout"] == "pooled" and pooled["model_r2"] != got["model_r2"]
 
 
-def test_validation_selects_the_best_step_and_stops_early(tmp_path):
+@pytest.mark.parametrize("hard_steps", [0, 12])
+def test_validation_selects_the_best_step_and_stops_early(tmp_path, hard_steps):
     """``train.val_every`` measures the validation forecast MSE; evaluation gets the best step's
-    parameters, ``train.patience`` stops the run, and a rerun of the finished run selects the same."""
-    cfg = short(30, **{"train.val_every": 5, "train.patience": 2, "train.checkpoint_every": 10})
+    parameters, ``train.patience`` stops the run, and a rerun of the finished run selects the same. With
+    a hard phase only its steps are measured: the evaluated model is the discretised one."""
+    cfg = short(30, **{"train.val_every": 5, "train.patience": 2, "train.checkpoint_every": 10,
+                       "train.hard_steps": hard_steps})
     exp, state = train.train(cfg, str(tmp_path))
     summary = json.loads((tmp_path / "validation.json").read_text())
     steps = [h["step"] for h in summary["history"]]
     mses = [h["val_mse"] for h in summary["history"]]
-    assert steps == list(range(5, 5 * len(steps) + 1, 5))
+    first = 5 if not hard_steps else 20  # the first multiple of 5 after the switch at step 18
+    assert steps == list(range(first, first + 5 * len(steps), 5))
+    assert train.basis.is_hard(state.params.arch) == bool(hard_steps)
     best = int(np.argmin(mses))
     assert summary["best_step"] == steps[best]
     stopped_early = len(steps) - 1 - best >= 2
