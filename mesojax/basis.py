@@ -26,13 +26,14 @@ zero-padded), so every gate multiplies a fixed-shape block and the network is ji
         \qquad \tilde z_l = m_l ⊙ z_l \\
     y_l &= m_l ⊙ \textstyle\sum_t p_{l,t}\, φ_t(\tilde z_l) \\
     h_l &= κ_l\, \mathrm{pad}_D(y_l) + (1 - κ_l)\, h_{l-1} \qquad (l = 1..L) \\
-    v &= W_o h_L + b_o + \textstyle\sum_{j=0}^{L-1} s_j\, S_j h_j, \qquad r' = h_L
+    v &= W_o h_L + b_o + \textstyle\sum_{j=0}^{L-1} s_j\, S_j h_j, \qquad r' = c \tanh(h_L / c)
 
 with the layer types ``φ_relu(z) = max(z, 0)``, ``φ_logistic(z) = 1 / (1 + e^{-z})``,
 ``φ_tanh(z) = tanh z``, ``φ_divnorm(z)_i = z_i² / (σ_l² + Σ_j z_j²)`` (learnable ``σ_l``, the sum runs
 over the gated units), ``φ_maxpool(z)_i = max_{j ∈ G(i)} z_j`` (``G(i)``: the group of ``pool_size``
 consecutive units holding ``i``; the group max is broadcast back to every unit so widths stay static)
-and ``φ_identity(z) = z``. Pool groups never straddle a unit block (``pool_size`` divides
+and ``φ_identity(z) = z``. The state bound ``c = state_bound`` keeps the recurrence finite (``c = 0``:
+``r' = h_L``). Pool groups never straddle a unit block (``pool_size`` divides
 ``width_step``), so gating and pooling commute.
 
 Parameters and architecture logits are separate pytrees (:class:`Params`, :class:`Arch`) so an
@@ -155,6 +156,9 @@ class BasisSpec:
         without it the state is an empty ``[0]`` array).
       init_gate_logit: initial logit of the unit-block and layer gates (positive: open-ish).
       init_edge_logit: initial logit of the skip and recurrent gates.
+      state_bound: ``c > 0`` passes the next state through ``c·tanh(h_L / c)`` (near the identity for
+        ``|h| ≪ c``), so a recurrence with gain above one saturates instead of diverging over a long
+        teacher-forced pass; 0 leaves the state unbounded (``r' = h_L``).
     """
 
     n_in: int
@@ -170,6 +174,7 @@ class BasisSpec:
     recurrent: bool = True
     init_gate_logit: float = 2.0
     init_edge_logit: float = 0.0
+    state_bound: float = 0.0
 
     def __post_init__(self) -> None:
         def fail(field: str, problem: str) -> None:
@@ -209,7 +214,7 @@ class BasisSpec:
             if not math.isfinite(c) or c < 0:
                 fail("type_costs", f"entry for {t!r} must be finite and ≥ 0, got {c}")
         object.__setattr__(self, "type_costs", costs)
-        for field in ("layer_cost", "edge_cost"):
+        for field in ("layer_cost", "edge_cost", "state_bound"):
             value = float(getattr(self, field))
             if not math.isfinite(value) or value < 0:
                 fail(field, f"must be finite and ≥ 0, got {value}")
@@ -354,6 +359,12 @@ def _activation(spec: BasisSpec, name: str, z: jax.Array, sigma: jax.Array) -> j
     if name == "identity":
         return z
     raise AssertionError(f"unreachable: layer type {name!r} passed BasisSpec validation")
+
+
+def _bounded(spec: BasisSpec, h: jax.Array) -> jax.Array:
+    """The next recurrent state: ``c·tanh(h / c)`` with ``c = spec.state_bound``, or ``h`` when it is 0."""
+    c = spec.state_bound
+    return c * jnp.tanh(h / c) if c > 0 else h
 
 
 def _pad(x: jax.Array, width: int) -> jax.Array:
@@ -622,7 +633,8 @@ def equation(spec: BasisSpec, fixed: Fixed) -> str:
     skips = "".join(f" + S{j}·{read[j]}" for j in range(spec.n_layers) if fixed.skip[j])
     parts.append(f"v = Wo·{streams[-1]} + bo{skips} [{spec.n_out}]")
     if spec.recurrent:
-        parts.append(f"r' = {streams[-1]}")
+        c = spec.state_bound
+        parts.append(f"r' = {c:g}·tanh({streams[-1]}/{c:g})" if c > 0 else f"r' = {streams[-1]}")
     return "; ".join(parts)
 
 
@@ -683,7 +695,7 @@ def apply_fixed(spec: BasisSpec, fixed: Fixed, params: Params, u: jax.Array,
         return v, state
     at = _static_index(pos)
     new_state = (_pad(h, d) if isinstance(at, slice) and at.start == 0 else jnp.zeros((d,), h.dtype).at[at].set(h))
-    return v, new_state
+    return v, _bounded(spec, new_state)
 
 
 class Bank(NamedTuple):
@@ -816,7 +828,7 @@ def make_bank(spec: BasisSpec) -> Bank:
             y = mask * mixed
             h = g.layer[layer] * _pad(y, d) + (1.0 - g.layer[layer]) * h
         v = v + params.w_out @ h
-        new_state = h if spec.recurrent else state
+        new_state = _bounded(spec, h) if spec.recurrent else state
         return v, new_state
 
     def apply_bank(

@@ -82,7 +82,9 @@ def base_config() -> ml_collections.ConfigDict:
     # phantom, BENCHMARKS.md); "pooled": the gated f* readout of the filters, trained with the model.
     c.model.behaviour_readout = "state"
     c.model.behaviour_stop_gradient = False  # behaviour cannot move the neural forecasts
-    c.model.basis = ml_collections.ConfigDict(dict(n_layers=2, max_width=16, width_step=4))
+    # state_bound: the recurrent state passes through c·tanh(h / c), so a discretised recurrence with gain
+    # above one saturates instead of diverging over long teacher-forced passes (mesojax.basis.BasisSpec).
+    c.model.basis = ml_collections.ConfigDict(dict(n_layers=2, max_width=16, width_step=4, state_bound=10.0))
     c.model.interface = ml_collections.ConfigDict(dict(hidden=(32,), dense=False))
     c.model.assign = ml_collections.ConfigDict(dict(network="gather_scatter", hidden=32, distance_prior=2.0,
                                                     coherence=0.0, coherence_steps=2, partner_prior=False,

@@ -185,7 +185,8 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 # Fields added after runs were started whose default is not the behaviour those runs had: a snapshot
 # without the field had this value.
-LEGACY_VALUES = {"model.behaviour_readout": "pooled", "data.extreme": 0.0}
+LEGACY_VALUES = {"model.behaviour_readout": "pooled", "data.extreme": 0.0, "model.basis.state_bound": 0.0,
+                 "train.hard_steps": 0, "optim.hard_peak": 0.0}
 
 
 def config_changes(saved: dict, current: dict) -> list[str]:

@@ -440,13 +440,14 @@ def test_architecture_search_picks_divnorm_for_divnorm_target(fit_divnorm):
     assert relative_test_mse(params, basis.discretize(arch)) < 0.05
 
 
-@pytest.mark.parametrize("recurrent", [True, False])
+@pytest.mark.parametrize("recurrent,state_bound", [(True, 0.0), (True, 2.0), (False, 0.0)])
 @pytest.mark.parametrize("seed", range(4))
-def test_fixed_architecture_computes_the_discretised_filter(recurrent, seed):
+def test_fixed_architecture_computes_the_discretised_filter(recurrent, state_bound, seed):
     """apply_fixed (only the active units, the selected type, the open edges) equals apply with the
     discretised logits, in value, next state and parameter gradients, for random architectures: every
     layer type, pass-through layers, closed and empty unit blocks, either recurrent edge."""
-    spec = basis.BasisSpec(n_in=5, n_out=3, n_layers=3, max_width=8, width_step=4, pool_size=2, recurrent=recurrent)
+    spec = basis.BasisSpec(n_in=5, n_out=3, n_layers=3, max_width=8, width_step=4, pool_size=2, recurrent=recurrent,
+                           state_bound=state_bound)
     bank = basis.make_bank(spec)
     params, arch = bank.init(jax.random.key(seed), len(basis.LAYER_TYPES))
     params = _randomize_params(params, seed)
@@ -488,3 +489,22 @@ def test_fixed_architecture_computes_the_discretised_filter(recurrent, seed):
         assert text.count(" = ") == 2 + sum(fl is not None for fl in f.layers) + int(recurrent)
         assert text.count("S") == sum(f.skip) and ("U·r" in text) == (recurrent and f.recurrent)
     assert hash(fixed) == hash(basis.fix_bank(spec, hard))  # static: usable as a jit argument
+
+
+def test_the_state_bound_keeps_an_explosive_recurrence_finite():
+    """A linear filter whose recurrence has gain 3 diverges without the bound; with ``state_bound = c``
+    its state saturates within ``[-c, c]`` and stays finite over a long pass."""
+    for bound, finite in ((0.0, False), (4.0, True)):
+        spec = basis.BasisSpec(n_in=2, n_out=2, n_layers=1, max_width=4, width_step=4, state_bound=bound)
+        params, _ = basis.make_bank(spec).init(jax.random.key(0), 1)
+        params = jax.tree.map(lambda x: x[0], params)
+        d = spec.stream_width
+        params = params._replace(w=jnp.eye(4, d)[None] * 1.0, w_rec=3.0 * jnp.eye(d), b=jnp.zeros_like(params.b))
+        fixed = basis.fix(spec, basis.hard_arch(spec, widths=(4,), types=("identity",), recurrent=True))
+        state = jnp.full((d,), 0.1)
+        step = jax.jit(lambda s: basis.apply_fixed(spec, fixed, params, jnp.zeros(2), s)[1])
+        for _ in range(200):
+            state = step(state)
+        assert bool(jnp.isfinite(state).all()) == finite
+        if finite:
+            assert float(jnp.abs(state).max()) <= bound
