@@ -94,7 +94,11 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1000
-    c.train.hard_steps = 0  # final steps with the discretised architecture fixed (0: none)
+    # The last two thirds of training run with the architectures discretised and fixed (the hard phase):
+    # the evaluated model is exactly the one filters.txt describes, and the bank then computes only the
+    # chosen layer types, units and edges (~3x faster steps). 0: search to the end (soft model, plus a
+    # discretised copy scored as model_hard). Measured in BENCHMARKS.md (issue 13/16, seventh session).
+    c.train.hard_steps = c.train.get_ref("steps") * 2 // 3
 
     c.anneal = ml_collections.ConfigDict()
     c.anneal.steps = c.train.get_ref("steps")  # steps over which temperatures go from start to end
@@ -115,7 +119,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.arch_steps = c.train.get_ref("steps") - c.train.get_ref("hard_steps")
     # > 0: the hard phase restarts the learning-rate schedule (warm-up + cosine) with this peak factor, so
     # the discretised filters are trained at a useful rate rather than at the tail of the search's schedule.
-    c.optim.hard_peak = 0.0
+    c.optim.hard_peak = 1.0
 
     c.train.batch_windows = 8
     c.train.rollout = 6  # R predicted frames per window
