@@ -94,11 +94,11 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1000
-    # The last two thirds of training run with the architectures discretised and fixed (the hard phase):
+    # The last three quarters of training run with the architectures discretised and fixed (the hard phase):
     # the evaluated model is exactly the one filters.txt describes, and the bank then computes only the
     # chosen layer types, units and edges (~3x faster steps). 0: search to the end (soft model, plus a
     # discretised copy scored as model_hard). Measured in BENCHMARKS.md (issue 13/16, seventh session).
-    c.train.hard_steps = c.train.get_ref("steps") * 2 // 3
+    c.train.hard_steps = c.train.get_ref("steps") * 3 // 4
 
     c.anneal = ml_collections.ConfigDict()
     c.anneal.steps = c.train.get_ref("steps")  # steps over which temperatures go from start to end

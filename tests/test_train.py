@@ -64,7 +64,7 @@ def test_end_to_end_tiny_writes_every_output(tiny_run):
     expected = {"load data", "initial parameters", "compile (first step)", "training", "forecast model_hard",
                 "report", *(f"fit {name}" for name in cfg.eval.baselines)}
     assert expected <= set(timings) and all(v >= 0 for v in timings.values())
-    # By default the last two thirds of training fix the architectures: the evaluated model is the hard one.
+    # By default the last three quarters of training fix the architectures: the evaluated model is the hard one.
     assert cfg.train.hard_steps == 4 and metrics["forecast"]["model"] == metrics["forecast"]["model_hard"]
     assert described.startswith("The discretised architectures: the evaluated model itself")
 
