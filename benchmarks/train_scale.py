@@ -50,7 +50,7 @@ def measure(size: str, steps: int, run_eval: bool) -> dict:
 
     from mesojax import basis, model
     from mesojax import config as config_lib
-    from mesojax import evaluate, experiment, optim, train
+    from mesojax import evaluate, optim, train  # train.prepare: also in older checkouts (--compare)
     from mesojax.data import windows
 
     overrides = {}
@@ -71,7 +71,7 @@ def measure(size: str, steps: int, run_eval: bool) -> dict:
 
     t = time.perf_counter()
     mesh = train.make_mesh(1)
-    exp = experiment.prepare(cfg, mesh)
+    exp = train.prepare(cfg, mesh)
     out["prepare_s"] = time.perf_counter() - t
     out["n_neurons"], out["n_locations"] = exp.spec.n_neurons, exp.spec.n_locations
     t = time.perf_counter()
