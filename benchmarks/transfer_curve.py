@@ -113,7 +113,8 @@ def main() -> None:
         from mesojax import report  # noqa: PLC0415 - matplotlib only when a figure is written
 
         fig = report.figure_learning_curve(result["pooled"])
-        fig.savefig(os.path.splitext(args.json)[0] + ".png", dpi=110, bbox_inches="tight")
+        if fig is not None:  # None without the persistence baseline
+            fig.savefig(os.path.splitext(args.json)[0] + ".png", dpi=110, bbox_inches="tight")
 
 
 if __name__ == "__main__":

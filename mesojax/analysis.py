@@ -58,7 +58,7 @@ from mesojax.data import Recording, windows
 from mesojax.experiment import Experiment
 
 __all__ = ["condition_labels", "rdm", "compare_rdms", "rsa", "claimed_pairs", "model_rsa", "learning_curve", "pool_curves",
-           "LEARNING_FRACTIONS", "neuron_features", "kmeans", "cluster_scores"]
+           "LEARNING_FRACTIONS", "LEARNING_TEST_FRACTION", "neuron_features", "kmeans", "cluster_scores"]
 
 _MIN_FRAMES = 4  # frames a condition needs in each half to enter an RDM
 _BINS = 5  # quantile bins of a continuous behaviour when there are too few discrete states
@@ -368,10 +368,13 @@ def model_rsa(exp: Experiment, part: dict[str, np.ndarray], responses: tuple[np.
 LEARNING_FRACTIONS = (0.02, 0.05, 0.1, 0.3, 0.7)
 """Shares of the new circuit's recording its model is refit on (0.7: the default training segment)."""
 
+LEARNING_TEST_FRACTION = 0.2
+"""The held-out share at the end of the new circuit's recording, the same at every size."""
+
 
 def learning_curve(transfer_config: Any, scratch_config: Any, trained: Any, trained_targets: tuple[str, ...],
                    workdir: str, *, fractions: tuple[float, ...] = LEARNING_FRACTIONS,
-                   test_fraction: float = 0.2) -> dict[str, Any]:
+                   test_fraction: float = LEARNING_TEST_FRACTION) -> dict[str, Any]:
     """One-shot learning: a frozen basis against training from scratch, as the new circuit's data grows.
 
     For every fraction f the new circuit's first f of frames train (``data.split = (f, 1 - test - f,
@@ -415,6 +418,7 @@ def learning_curve(transfer_config: Any, scratch_config: Any, trained: Any, trai
                 cfg.data.split = (f, round(1.0 - test_fraction - f, 10), test_fraction)
                 cfg.train.val_every = 0
                 cfg.eval.rsa = False
+                cfg.eval.clusters = False
                 if arm == "scratch":
                     cfg.eval.baselines = ()  # fitted on the same frames in the transfer arm
             folder = os.path.join(workdir, f"{f:g}", arm)

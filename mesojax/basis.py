@@ -606,9 +606,11 @@ _EQUATION_OP = {"relu": "relu", "logistic": "σ", "tanh": "tanh", "divnorm": "di
 def equation(spec: BasisSpec, fixed: Fixed) -> str:
     """A fixed architecture's computation written out, one assignment per stream (host-side text).
 
-    Streams are numbered by the active layers that produce them (``h0``: the input). ``W``, ``b``, ``S``,
-    ``U`` name the filter's weights (:class:`Params`), ``[n]`` a stream's width, ``r`` the recurrent
-    state; ``divnorm(z)_i = z_i² / (σ² + Σ_j z_j²)`` and ``maxpool2`` the max over groups of 2 units.
+    Names follow :class:`Params` and the layer index: ``hk``, ``Wk``, ``bk`` are layer k's output and
+    ``w[k-1]``, ``b[k-1]`` (``h0``: the input; a passed-through layer has no line), ``Sj`` is
+    ``w_skip[j]``, ``U`` is ``w_rec``, ``Wo``, ``bo`` the readout; ``[n]`` a stream's width, ``r`` the
+    recurrent state; ``divnorm(z)_i = z_i² / (σ² + Σ_j z_j²)`` and ``maxpool2`` the max over groups of 2
+    units.
 
     Example::
 
@@ -625,7 +627,7 @@ def equation(spec: BasisSpec, fixed: Fixed) -> str:
         read.append(streams[-1])
         if fl is None:
             continue
-        k = len(streams)
+        k = layer + 1  # W_k, b_k = params.w[k-1], params.b[k-1]; a passed-through layer has no line
         op = f"maxpool{spec.pool_size}" if fl.type == "maxpool" else _EQUATION_OP[fl.type]
         inner = f"W{k}·{streams[-1]} + b{k}"
         parts.append(f"h{k} = {op}({inner}) [{len(fl.units)}]" if op else f"h{k} = {inner} [{len(fl.units)}]")
@@ -797,7 +799,7 @@ def make_bank(spec: BasisSpec) -> Bank:
           temperature: ``τ`` of every switch (may be a traced scalar, e.g. annealed under jit).
 
         Returns:
-          ``(v, new_state)``: ``[n_out]`` output and ``[state_dim]`` next state ``h_L`` (the input
+          ``(v, new_state)``: ``[n_out]`` output and ``[state_dim]`` next state ``c·tanh(h_L / c)`` (``h_L`` when ``state_bound`` is 0; the input
           state unchanged, empty, without a recurrent edge).
         """
         if u.shape != (spec.n_in,):

@@ -96,7 +96,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.steps = 1000
     # The last three quarters of training run with the architectures discretised and fixed (the hard phase):
     # the evaluated model is exactly the one filters.txt describes, and the bank then computes only the
-    # chosen layer types, units and edges (~3x faster steps). 0: search to the end (soft model, plus a
+    # chosen layer types, units and edges (a hard step costs about a quarter of a soft one). 0: search to the
+    # end (soft model, plus a
     # discretised copy scored as model_hard). Measured in BENCHMARKS.md (issue 13/16, seventh session).
     c.train.hard_steps = c.train.get_ref("steps") * 3 // 4
 
@@ -128,7 +129,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 500
     # Every val_every steps (0: never) the forecast MSE on the validation segment (data.split) is measured;
     # evaluation uses the parameters of the best such step, and training stops after `patience`
-    # measurements without improvement (0: never stops early).
+    # measurements without improvement (0: never stops early). With a hard phase (train.hard_steps) only its
+    # steps are measured and counted: the selected parameters are always a discretised model.
     c.train.val_every = 0
     c.train.val_stride = 2  # forecast start every val_stride frames of the validation segment
     c.train.patience = 0
@@ -141,6 +143,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.mlp_steps = 1500
     # Representational similarity of the model to the recording on the test segment (mesojax.analysis).
     c.eval.rsa = True
+    # Unsupervised clusters of the neurons scored against every known labelling (mesojax.analysis).
+    c.eval.clusters = True
 
     # Held-out animals (celegans): refit interfaces and assignment on a frozen basis (mesojax.transfer).
     c.transfer = ml_collections.ConfigDict()

@@ -34,7 +34,8 @@ from mesojax import analysis, assign, baselines, basis, losses, metrics, model, 
 from mesojax.experiment import Experiment, segment_stimulus, segment_traces
 
 MODEL_KEYS = ("model", "model_hard")
-"""Forecast entries of the fitted model: soft architecture at the final temperature, and discretised."""
+"""Forecast entries of the fitted model: the evaluated model (its architectures as trained: hard after a
+hard phase, else soft at the final temperature), and its discretised copy (the same when hard)."""
 
 
 def final_temperatures(config: ml_collections.ConfigDict) -> model.Temperatures:
@@ -551,14 +552,15 @@ def evaluate(config: ml_collections.ConfigDict, exp: Experiment, params: model.P
         results["behaviour"] = behaviour_scores(exp, params, temps, train_x, series)
         if series:
             part["behaviour"] = series
-    if config.eval.get("rsa", True) or results.get("labels"):
+    clusters = bool(results.get("labels")) and config.eval.get("clusters", True)
+    if config.eval.get("rsa", True) or clusters:
         with progress.phase("responses", timings):
             pairs = analysis.claimed_pairs(part)
             test_responses = responses(config, exp, params, "test", pairs)
         if config.eval.get("rsa", True):
             with progress.phase("representational similarity", timings):
                 results["rsa"] = analysis.model_rsa(exp, part, test_responses)
-        if results.get("labels"):
+        if clusters:
             with progress.phase("clustering", timings):
                 features = analysis.neuron_features(part["filter_weight"], part, test_responses[0],
                                                     test_responses[2], pairs)

@@ -2,7 +2,8 @@
 
 Parameters are grouped by the fields of :class:`mesojax.model.Params` (:data:`GROUPS`). Each group is
 clipped (global norm within the group) and runs Adam with its own peak rate
-(``learning_rate × lr_scale[group]``) on a shared warm-up + cosine schedule. With
+(``learning_rate × lr_scale[group]``) on a shared warm-up + cosine schedule, which restarts for the
+hard phase (after ``arch_steps``) when ``hard_peak > 0``. With
 ``mode="alternating"`` (Supplement A) the *basis* groups (filters, their architectures, synapses,
 readout) and the *domain* groups (assignment, interfaces) take turns: each is updated for
 ``alternate_every`` steps while the other is frozen (no update, Adam moments kept). Groups named in
@@ -130,7 +131,7 @@ def make_optimizer(cfg: Any) -> optax.GradientTransformation:
         # filters get a warm-up and a cosine of their own instead of the search's last, tiny rates.
         hard_steps = total - int(arch_steps)
         schedule = optax.join_schedules(
-            [_warmup_cosine(1.0, int(cfg.warmup_steps), int(arch_steps)),
+            [_warmup_cosine(1.0, min(int(cfg.warmup_steps), int(arch_steps) // 2), int(arch_steps)),
              _warmup_cosine(hard_peak, min(int(cfg.warmup_steps), hard_steps // 10), hard_steps)],
             boundaries=[int(arch_steps)])
     else:

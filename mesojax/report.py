@@ -389,11 +389,15 @@ def figure_rsa(results: dict[str, Any]) -> Figure | None:
     return fig
 
 
-def figure_learning_curve(curve: dict[str, Any], horizons: tuple[int, ...] = (1, 5)) -> Figure:
+def figure_learning_curve(curve: dict[str, Any], horizons: tuple[int, ...] = (1, 5)) -> Figure | None:
     """A learning curve (:func:`mesojax.analysis.learning_curve`, or a pool of several): test MSE relative
     to persistence against the new circuit's training frames, for the frozen basis (transfer), the model
-    trained from scratch and the best baseline, one panel per horizon (< 1: better than no change)."""
-    rel = curve["relative_to_persistence"]
+    trained from scratch and the best baseline, one panel per horizon (< 1: better than no change).
+
+    Returns None for a curve without the persistence baseline (nothing to compare sizes through)."""
+    rel = curve.get("relative_to_persistence")
+    if not rel:
+        return None
     frames = np.asarray(curve["train_frames"], float)
     frames = frames.mean(0) if frames.ndim > 1 else frames  # pooled folds: their mean size
     baselines = [k for k in rel if k not in ("transfer", "scratch")]
@@ -636,7 +640,9 @@ def _forecast_html(results: dict[str, Any]) -> str:
 def _learning_curve_html(curve: dict[str, Any]) -> str:
     """The one-shot learning table: per training share, test MSE over persistence's of the frozen basis,
     scratch and the best baseline at the first and fifth horizon (the lowest of each row in bold)."""
-    rel = curve["relative_to_persistence"]
+    rel = curve.get("relative_to_persistence")
+    if not rel:
+        return "<h2>One-shot learning</h2><p class='note'>Not shown: the curve has no persistence baseline.</p>"
     frames = np.asarray(curve["train_frames"], float)
     frames = frames.mean(0) if frames.ndim > 1 else frames
     baselines = [k for k in rel if k not in ("transfer", "scratch")]

@@ -96,6 +96,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         if int(config.transfer.steps) < 1:
             raise ValueError(f"config: field 'transfer.steps' = {config.transfer.steps} must be ≥ 1 when "
                              "transfer.animals is set")
+    curve = tuple(get("transfer.curve") or ())
+    if curve:
+        bad = [f for f in curve if not 0.0 < float(f) < 1.0 - analysis.LEARNING_TEST_FRACTION]
+        if bad:
+            raise ValueError(f"config: field 'transfer.curve' = {curve}: every share must lie in (0, "
+                             f"{1.0 - analysis.LEARNING_TEST_FRACTION:g}) (the last "
+                             f"{analysis.LEARNING_TEST_FRACTION:g} of the recording is the test); got {bad}")
+        if "persistence" not in tuple(get("eval.baselines") or ()):
+            raise ValueError("config: field 'transfer.curve' needs 'persistence' in eval.baselines: the curve "
+                             "compares sizes through each arm's MSE over persistence's")
 
 
 def make_mesh(space: int = 1, devices: list | None = None) -> Mesh:
@@ -619,27 +629,18 @@ def _tuples(tree: Any) -> Any:
 
 
 def add_to_report(workdir: str, **fields: Any) -> dict:
-    """Add `fields` to a finished run's saved evaluation (``metrics.json``) and write its report again
-    (:func:`rewrite_report`), e.g. ``learning_curve=`` from :func:`mesojax.analysis.learning_curve` of a
-    circuit this run's basis was transferred to. Returns the updated evaluation results.
+    """Add `fields` to a finished run's saved evaluation and write its report again (:func:`rewrite_report`
+    with them), e.g. ``learning_curve=`` from :func:`mesojax.analysis.learning_curve` of a circuit this
+    run's basis was transferred to. ``metrics.json`` is only rewritten once the run has been restored and
+    its report written. Returns the updated evaluation results.
 
     Raises:
       FileNotFoundError: not a finished run.
     """
-    path = os.path.join(workdir, "metrics.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: missing; the run has not finished (run scripts/train.py to complete it)")
-    with open(path) as f:
-        saved = json.load(f)
-    saved.update(json.loads(json.dumps(fields, default=float)))
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(saved, f, indent=1, default=float)
-    os.replace(tmp, path)
-    return rewrite_report(workdir)
+    return rewrite_report(workdir, extra=json.loads(json.dumps(fields, default=float)))
 
 
-def rewrite_report(workdir: str) -> dict:
+def rewrite_report(workdir: str, extra: dict | None = None) -> dict:
     """Write the report files of a finished run again, from its checkpoint and ``metrics.json``.
 
     Nothing is retrained or re-evaluated: the parameters are restored (the selected ones, with
@@ -647,6 +648,10 @@ def rewrite_report(workdir: str) -> dict:
     ``filters.txt``, ``metrics.json`` and ``report.html`` are written from the saved evaluation (and its
     per-neuron scores, ``evaluation.npz``), also for every held-out
     animal of ``config.transfer.animals``. Returns the saved evaluation results.
+
+    Args:
+      extra: fields added to this run's saved evaluation (not its held-out animals'), e.g. a learning
+        curve (:func:`add_to_report`).
 
     Raises:
       FileNotFoundError: not a finished run (no checkpoint, or no ``metrics.json``).
@@ -665,6 +670,8 @@ def rewrite_report(workdir: str) -> dict:
         with open(path) as f:
             saved = json.load(f)
         saved.pop("filters", None)
+        if extra and folder == workdir:
+            saved.update(extra)  # written with the rest by report.write, after the restore succeeded
         with workdir_lib.hold(folder):
             mesh = make_mesh(cfg.mesh.space)
             exp = prepare(cfg, mesh)

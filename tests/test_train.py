@@ -355,3 +355,12 @@ def test_the_hard_phase_runs_the_fixed_bank_with_the_soft_banks_results(tmp_path
     results, _ = train.evaluate.evaluate(cfg, exp2, resumed.params)
     assert results["forecast"]["model"] == results["forecast"]["model_hard"]
 
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"transfer.curve": (0.02, 0.8)}, r"transfer.curve.*0.8"),
+    ({"transfer.curve": (0.1,), "eval.baselines": ("ar",)}, "persistence"),
+])
+def test_a_learning_curve_that_cannot_be_scored_is_refused_before_training(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        train.check_config(short(3, **overrides))
