@@ -472,15 +472,15 @@ def forecasts(config: ml_collections.ConfigDict, exp: Experiment, params: model.
     # architecture is already hard (a hard phase, a transferred hard basis) it is the model itself.
     fixed = dataclasses.replace(exp, spec=model.with_fixed_arch(exp.spec, params.arch))
     with progress.phase("forecast model_hard", timings):
-        forecast["model_hard"] = _model_forecasts(config, fixed, params._replace(arch=basis.discretize(params.arch)),
-                                                  test_x, test_stim, config.eval.stride)
+        hard = _model_forecasts(config, fixed, params._replace(arch=basis.discretize(params.arch)), test_x,
+                                test_stim, config.eval.stride)
     if basis.is_hard(params.arch):
-        forecast["model"] = forecast["model_hard"]
+        soft = hard
     else:
         with progress.phase("forecast model", timings):
-            soft = dataclasses.replace(exp, spec=model.with_fixed_arch(exp.spec, None))
-            forecast["model"] = _model_forecasts(config, soft, params, test_x, test_stim, config.eval.stride)
-    forecast = {"model": forecast["model"], "model_hard": forecast["model_hard"]}
+            soft_exp = dataclasses.replace(exp, spec=model.with_fixed_arch(exp.spec, None))
+            soft = _model_forecasts(config, soft_exp, params, test_x, test_stim, config.eval.stride)
+    forecast = {"model": soft, "model_hard": hard}
     columns = group_columns(exp)
     for name in fitted[0]:
         with progress.phase(f"forecast {name}", timings):

@@ -438,7 +438,7 @@ def fixed_where_hard(exp: Experiment, params: model.Params, config: ml_collectio
     (:func:`mesojax.model.with_fixed_arch`, same results, only the chosen parts computed) when the
     architecture is hard and, during training (`step` given), no longer searched; the soft bank otherwise."""
     fixed = basis.is_hard(params.arch) and (step is None or not optim.arch_trains(config.optim, step))
-    if fixed == (exp.spec.fixed_arch is not None) and not fixed:
+    if not fixed and exp.spec.fixed_arch is None:
         return exp
     return dataclasses.replace(exp, spec=model.with_fixed_arch(exp.spec, params.arch if fixed else None))
 
