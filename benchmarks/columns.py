@@ -4,7 +4,7 @@ Trains ``configs/phantom.py`` on a phantom whose instances are upright cylinders
 (``data.overrides.instance_height_um``, one layer side by side; ``--instances`` of them) twice: with
 spheres (diameter ``--diameter``, stride ``d / 2``) and with ``grid.shape = "column"`` (same diameter,
 stride ``--column_stride``, one layer of columns spanning the depth). Neither grid reads the phantom's
-lattice (``grid.origin`` unset, unlike ``configs/phantom.py``). Reports domain ARI against the planted instances,
+lattice (``grid.origin`` unset). Reports domain ARI against the planted instances,
 motif accuracy, filters used and forecast MSE at h1 / h5 against the best baseline.
 
 Usage::

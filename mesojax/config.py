@@ -38,6 +38,12 @@ def base_config() -> ml_collections.ConfigDict:
         instance_height_um=ml_collections.FieldReference(None, field_type=float),  # columnar instances
         retinotopic_stimulus=ml_collections.FieldReference(None, field_type=bool),  # a channel per instance
         n_trials=ml_collections.FieldReference(None, field_type=int),  # separate trials, never joined
+        # Sweeps of benchmarks/phantom_recovery.py: motif types (of synthetic.ALL_MOTIF_TYPES) and their
+        # relative frequencies, unequal instance radii, and a share of neurons left unimaged.
+        motifs=ml_collections.FieldReference(None, field_type=tuple),
+        motif_weights=ml_collections.FieldReference(None, field_type=tuple),
+        radius_range=ml_collections.FieldReference(None, field_type=tuple),
+        recorded_fraction=ml_collections.FieldReference(None, field_type=float),
     ))
     c.data.split = (0.7, 0.1, 0.2)  # train / val / test fractions of time (or of trials, below)
     # A recording of several trials (Recording.trial_starts) is never joined across trials: "time" splits

@@ -7,7 +7,9 @@ window of ``warmup + H`` observed frames, fed teacher-forced (building the recur
 zero), it forecasts freely with the recorded stimulus. Every forecaster starts at the same frames.
 
 On phantoms the partition is compared with the planted truth: domain ARI against module instances,
-Hungarian matching of filters to motif types, and filters in use against the planted K. Any partition
+Hungarian matching of filters to motif types, and filters in use against the planted K; the same for
+the initial parameters of ``config.seed`` (``truth["at_init"]``: what the activity-seeded claims alone
+recover, before any training). Any partition
 the data knows (cell types, a phantom's instances and motifs, labels a data source passes,
 :attr:`mesojax.experiment.Experiment.labels`) is scored against the fitted domains and filters
 (:func:`label_scores`), and every forecast keeps its per-neuron entries (:func:`per_neuron_table`).
@@ -31,7 +33,7 @@ import numpy as np
 import scipy.sparse
 
 from mesojax import analysis, assign, baselines, basis, losses, metrics, model, optim, progress, readout
-from mesojax.experiment import Experiment, segment_stimulus, segment_traces
+from mesojax.experiment import Experiment, init_params, segment_stimulus, segment_traces
 
 MODEL_KEYS = ("model", "model_hard")
 """Forecast entries of the fitted model: the evaluated model (its architectures as trained: hard after a
@@ -233,6 +235,9 @@ def partition(spec: model.ModelSpec, params: model.Params, inputs: model.ModelIn
         "location": np.asarray(loc), "filter": np.asarray(filt), "confidence": np.asarray(conf),
         "usage": np.asarray(losses.usage(a)), "filter_weight": np.asarray(a.sum(1)),
     }
+
+
+INIT_KEYS = ("domain_ari", "motif_accuracy", "filters_used")  # recovery also scored at initialisation
 
 
 def truth_recovery(part: dict[str, np.ndarray], truth: Any, n_filters: int) -> dict[str, Any]:
@@ -543,6 +548,11 @@ def evaluate(config: ml_collections.ConfigDict, exp: Experiment, params: model.P
     results["partition"] = {"usage": part["usage"].tolist(), "n_filters": spec.n_filters}
     if exp.truth is not None:
         results["truth"] = truth_recovery(part, exp.truth, spec.n_filters)
+        # Was the answer decided at initialisation (by the activity-seeded claims) or found by training?
+        with progress.phase("recovery at initialisation", timings):
+            initial = partition(spec, init_params(config, exp), inputs, temps)
+            at_init = truth_recovery(initial, exp.truth, spec.n_filters)
+        results["truth"]["at_init"] = {k: at_init[k] for k in INIT_KEYS}
     if exp.labels:
         results["labels"] = label_scores(part, exp.labels, spec.n_filters)
     part["per_neuron"] = per_neuron(forecast)
@@ -596,4 +606,8 @@ def summary(results: dict[str, Any]) -> str:
         t = results["truth"]
         lines.append(f"domain ARI {t['domain_ari']:.3f}, motif accuracy {t['motif_accuracy']:.3f}, "
                      f"filters used {t['filters_used']} (planted {t['planted_k']})")
+        if "at_init" in t:
+            i = t["at_init"]
+            lines.append(f"at initialisation: domain ARI {i['domain_ari']:.3f}, motif accuracy "
+                         f"{i['motif_accuracy']:.3f}, filters used {i['filters_used']}")
     return "\n".join(lines)

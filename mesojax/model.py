@@ -327,7 +327,22 @@ def init(
     syn_strength: np.ndarray | None = None,
     syn_sign: np.ndarray | None = None,
 ) -> Params:
-    """Initial parameters (see each component's ``init``)."""
+    """Initial parameters (see each component's ``init``).
+
+    The random draws run as one compiled program: eagerly, every draw of a new shape compiled its own,
+    which took seconds even for the tiny phantom. The values are the same either way (jax.random is
+    deterministic under jit).
+    """
+    n_real = int(np.asarray(inputs.tables.location_mask).sum())
+    params = _init(key, spec, inputs.assign, n_real)
+    if spec.use_synapses:  # built from the synapse list on the host
+        params = params._replace(synapses=synapses.init(np.asarray(inputs.syn_pre), np.asarray(inputs.syn_post),
+                                                        spec.n_neurons, syn_strength, syn_sign))
+    return params
+
+
+@functools.partial(jax.jit, static_argnums=(1, 3))
+def _init(key: jax.Array, spec: ModelSpec, assign_inputs: assign.AssignInputs, n_real_locations: int) -> Params:
     k_basis, k_iface, k_assign, k_beh, k_mode = jax.random.split(key, 5)
     bank = basis.make_bank(spec.basis)
     basis_params, arch = bank.init(k_basis, spec.n_filters)
@@ -340,19 +355,12 @@ def init(
         w_mode=0.01 * jax.random.normal(k_mode, (b, m, spec.n_modes)) if spec.n_modes else None,
         b_mode=jnp.zeros((spec.n_modes,), jnp.float32) if spec.n_modes else None,
     )
-    syn = (
-        synapses.init(np.asarray(inputs.syn_pre), np.asarray(inputs.syn_post), spec.n_neurons, syn_strength,
-                      syn_sign)
-        if spec.use_synapses
-        else None
-    )
     return Params(
         basis=basis_params,
         arch=arch,
         interface=interface.init(k_iface, spec.interface, spec.n_locations, spec.n_members),
-        assign=assign.init(k_assign, spec.assign, inputs.assign, spec.n_locations,
-                           int(np.asarray(inputs.tables.location_mask).sum())),
-        synapses=syn,
+        assign=assign.init(k_assign, spec.assign, assign_inputs, spec.n_locations, n_real_locations),
+        synapses=None,
         readout=readout,
         # Persistence to start with: the fallback only learns where neurons have no candidate.
         fallback=Fallback(jnp.zeros((spec.n_neurons, spec.history), jnp.float32).at[:, -1].set(1.0),

@@ -719,10 +719,14 @@ def html_report(exp: Experiment, params: model.Params, results: dict[str, Any], 
     ]
     if "truth" in results:
         t = results["truth"]
+        rows = [["fitted", t["domain_ari"], t["motif_accuracy"], t["filters_used"], t["planted_k"],
+                 t["n_domains"], t["n_instances"]]]
+        if "at_init" in t:  # older runs have no initial scores
+            i = t["at_init"]
+            rows.append(["at initialisation", i["domain_ari"], i["motif_accuracy"], i["filters_used"], "", "", ""])
         sections.append("<h2>Planted truth</h2>" + _table(
-            ["domain ARI", "motif accuracy", "filters used", "planted motifs", "domains", "instances"],
-            [[t["domain_ari"], t["motif_accuracy"], t["filters_used"], t["planted_k"], t["n_domains"],
-              t["n_instances"]]]))
+            ["model", "domain ARI", "motif accuracy", "filters used", "planted motifs", "domains", "instances"],
+            rows))
     if results.get("labels"):
         sections.append("<h2>Known partitions</h2><p class='note'>Adjusted Rand index of the fitted domains "
                         "and filters against every labelling the data has, and of an unsupervised clustering "

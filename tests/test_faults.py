@@ -320,27 +320,34 @@ def test_extreme_samples_are_reported_by_prepare(monkeypatch, caplog):
 
 
 # 11. The device count changes only the order of float reductions.
-@pytest.mark.parametrize("space", [1, 4])
-def test_one_and_four_devices_agree_in_loss_and_partition(tmp_path, n_devices, space):
-    """20 steps (the tiny config's full run) on 1 device vs 4 (data- or location-parallel): losses agree
-    to 1e-5 relative at every step and the hard partition is the same. Longer runs drift apart as much
-    as a 1e-7 change of the learning rate on one device makes them (README, "Failures and recovery")."""
+def _device_run(path, space: int, n: int):
+    """Losses at every step and the hard partition of 20 steps (the tiny config's full run) on `n` devices."""
     import json
 
     from mesojax import evaluate
 
-    assert n_devices >= 4
     cfg = tiny(**{"train.steps": 20, "train.log_every": 1, "mesh.space": space})
-    runs = {}
-    for n in (1, 4):
-        mesh = train.make_mesh(1 if n == 1 else space, jax.devices()[:n])
-        exp, state = train.train(cfg, str(tmp_path / str(n)), mesh=mesh)
-        losses = [json.loads(line)["loss"] for line in open(tmp_path / str(n) / "metrics.jsonl")]
-        part = evaluate.partition(exp.spec, state.params, exp.inputs, evaluate.final_temperatures(cfg))
-        runs[n] = np.asarray(losses), part["location"], part["filter"]
-    np.testing.assert_allclose(runs[4][0], runs[1][0], rtol=1e-5)
-    np.testing.assert_array_equal(runs[4][1], runs[1][1])
-    np.testing.assert_array_equal(runs[4][2], runs[1][2])
+    exp, state = train.train(cfg, str(path), mesh=train.make_mesh(space, jax.devices()[:n]))
+    losses = [json.loads(line)["loss"] for line in open(path / "metrics.jsonl")]
+    part = evaluate.partition(exp.spec, state.params, exp.inputs, evaluate.final_temperatures(cfg))
+    return np.asarray(losses), part["location"], part["filter"]
+
+
+@pytest.fixture(scope="module")
+def one_device_run(tmp_path_factory):
+    return _device_run(tmp_path_factory.mktemp("one_device"), 1, 1)
+
+
+@pytest.mark.parametrize("space", [1, 4])
+def test_one_and_four_devices_agree_in_loss_and_partition(tmp_path, n_devices, one_device_run, space):
+    """20 steps on 1 device vs 4 (data- or location-parallel): losses agree to 1e-5 relative at every step
+    and the hard partition is the same. Longer runs drift apart as much as a 1e-7 change of the learning
+    rate on one device makes them (README, "Failures and recovery")."""
+    assert n_devices >= 4
+    losses, location, filt = _device_run(tmp_path, space, 4)
+    np.testing.assert_allclose(losses, one_device_run[0], rtol=1e-5)
+    np.testing.assert_array_equal(location, one_device_run[1])
+    np.testing.assert_array_equal(filt, one_device_run[2])
 
 
 @pytest.mark.parametrize("reader", ["table", "nwb_list", "nwb_load"])

@@ -54,6 +54,9 @@ def test_end_to_end_tiny_writes_every_output(tiny_run):
         assert np.isfinite(metrics["forecast"][name]["mse"]).all()
     truth = metrics["truth"]
     assert truth["planted_k"] == 4 and truth["n_instances"] == 52
+    assert set(truth["at_init"]) == set(train.evaluate.INIT_KEYS)  # what initialisation alone recovers
+    assert 0 <= truth["at_init"]["motif_accuracy"] <= 1
+    assert "at initialisation: domain ARI" in train.evaluate.summary(results)
     assert 0 < truth["n_domains"] <= experiment.load_data(cfg.data)[0].n_neurons
     assert len(metrics["filters"]) == cfg.model.n_filters
     logged = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
@@ -314,7 +317,8 @@ def test_the_report_is_rewritten_from_a_finished_workdir(tiny_run, tmp_path):
         assert (copy / name).read_text() == (workdir / name).read_text(), name
     assert (copy / "figures" / "forecast.png").is_file()
     table = train.evaluate.summary(again).splitlines()
-    assert table[0].split()[:3] == ["h", "model", "MSE"] and len(table) == 1 + cfg.eval.horizons + 1
+    # header, one line per horizon, the recovery and the recovery at initialisation
+    assert table[0].split()[:3] == ["h", "model", "MSE"] and len(table) == 1 + cfg.eval.horizons + 2
 
 
 def test_rewriting_the_report_of_an_unfinished_or_missing_run_is_one_error(tmp_path):

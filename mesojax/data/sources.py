@@ -104,10 +104,17 @@ def one_circuit(name: str, connectome: Connectome, recording: Recording, truth: 
 
 @register("phantom")
 def load_phantom(cfg: ml_collections.ConfigDict) -> Data:
-    """The phantom ``cfg.preset`` (seed ``cfg.seed``, fields overridden by ``cfg.overrides``)."""
+    """The phantom ``cfg.preset`` (seed ``cfg.seed``, fields overridden by ``cfg.overrides``); only its
+    recorded neurons when ``recorded_fraction < 1``."""
     overrides = {k: v for k, v in cfg.overrides.items() if v is not None}
     phantom = synthetic.make_phantom(synthetic.preset(cfg.preset, seed=cfg.seed, **overrides))
-    return one_circuit("phantom", phantom.circuit.connectome, phantom.recording, phantom.truth)
+    if len(phantom.recorded) == phantom.circuit.n_neurons:
+        return one_circuit("phantom", phantom.circuit.connectome, phantom.recording, phantom.truth)
+    # Part of the circuit is not imaged: like any recording, it is registered to the connectome by id, and
+    # the model sees the recorded neurons and the synapses among them (the truth follows the same rows).
+    circuit, recording, report = union.source_circuit(phantom.recording, phantom.circuit.connectome)
+    return one_circuit("phantom", circuit, recording, phantom.truth.take(phantom.recorded),
+                       reports={"registration": report})
 
 
 @register("celegans")

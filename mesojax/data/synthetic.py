@@ -10,6 +10,11 @@ A volume is tiled with **module instances** on a jittered cubic lattice. Each in
 * ``relay`` — a sensory cell, a steeply thresholded relay cell and a slow inhibitory cell that ends
   each burst (a thresholded relay of external input).
 
+Four more (:data:`EXTRA_MOTIF_TYPES`, for sweeps with up to eight types): ``switch`` (a flip-flop of two
+self-exciting cells suppressing each other through their inhibitory cells), ``resonator`` (a damped E–I
+resonator near 1 Hz with an output cell), ``fast_chain`` (a steep two-stage feed-forward chain) and
+``coincidence`` (an output that fires only when its two independently driven inputs are both high).
+
 Canonical dynamics (rule ``"sigmoid"``; unit ``u`` of one instance, exponential-Euler sub-steps):
 
 .. math::
@@ -69,12 +74,15 @@ _DEFAULT_INSTANCES = 52
 ID_BASE = 10**15  # neuron ids are ID_BASE + a permutation: large int64 values like EM segment ids
 INTRA, INTER, DISTRACTOR = 0, 1, 2
 ORIGIN_NAMES = ("intra", "inter", "distractor")
-MOTIF_TYPES = ("ei_oscillator", "integrator", "normalisation", "relay")
+MOTIF_TYPES = ("ei_oscillator", "integrator", "normalisation", "relay")  # the default phantom's four
+# Four more types for sweeps with more motif types (benchmarks/phantom_recovery.py): 8 in all.
+EXTRA_MOTIF_TYPES = ("switch", "resonator", "fast_chain", "coincidence")
+ALL_MOTIF_TYPES = MOTIF_TYPES + EXTRA_MOTIF_TYPES
 
 # Named spawn slots of the seed: fixed forever so that adding a stream never reshuffles the others.
 _STREAMS = (
     "layout", "motif", "intra", "inter", "distractor", "synapse_xyz", "instance", "stimulus_assign",
-    "behaviour_assign", "order", "dyn", "stimulus", "spikes", "calcium", "behaviour",
+    "behaviour_assign", "order", "dyn", "stimulus", "spikes", "calcium", "behaviour", "size", "recorded",
 )
 
 
@@ -100,7 +108,8 @@ def motif_library() -> dict[str, dict[str, Any]]:
     (``"sigmoid"`` or ``"divisive"``) and a one-line ``description``.
 
     Returns:
-      ``{name: params}`` for every name in :data:`MOTIF_TYPES`.
+      ``{name: params}`` for every name in :data:`ALL_MOTIF_TYPES` (the default phantom uses
+      :data:`MOTIF_TYPES`).
     """
     wee, wei, wie, wpe = 12.0, 10.0, 10.0, 6.0
     lib = {
@@ -133,6 +142,35 @@ def motif_library() -> dict[str, dict[str, Any]]:
             drive_gain=(1.2, 0, 0), input_unit=0, output_unit=1, rule="sigmoid",
             description="steep threshold relay of external input with slow burst-ending inhibition",
         ),
+        # EXTRA_MOTIF_TYPES. Diagonal terms are intrinsic (self-excitation), as everywhere: no synapse.
+        "switch": _motif(
+            units=("a", "b", "inh_a", "inh_b"), cell_types=("E", "E", "I", "I"), sign=(1, 1, -1, -1),
+            W=[[6, 0, 0, -8], [0, 6, -8, 0], [8, 0, 0, 0], [0, 8, 0, 0]],
+            tau_s=(0.5, 0.5, 0.2, 0.2), slope=(1, 1, 1, 1), threshold=(3, 3, 4, 4), bias=(0, 0, 0, 0),
+            drive_gain=(1.5, 1.5, 0, 0), input_unit=0, output_unit=1, rule="sigmoid",
+            description="flip-flop: two self-exciting cells that suppress each other through their I cells",
+        ),
+        "resonator": _motif(
+            units=("exc", "inh", "out"), cell_types=("E", "I", "E"), sign=(1, -1, 1),
+            W=[[4, -7, 0], [7, 0, 0], [6, 0, 0]],
+            tau_s=(0.12, 0.25, 0.2), slope=(1, 1, 1), threshold=(2, 3, 3), bias=(0, 0, 0),
+            drive_gain=(2.0, 0, 0), input_unit=0, output_unit=2, rule="sigmoid",
+            description="damped E-I resonator (~1 Hz) rung by noise, read out by an output cell",
+        ),
+        "fast_chain": _motif(
+            units=("in", "s1", "s2"), cell_types=("E", "E", "E"), sign=(1, 1, 1),
+            W=[[0, 0, 0], [7, 0, 0], [0, 7, 0]],
+            tau_s=(0.25, 0.5, 0.5), slope=(2, 2, 2), threshold=(0.5, 3.5, 3.5), bias=(0, 0, 0),
+            drive_gain=(1.5, 0, 0), input_unit=0, output_unit=2, rule="sigmoid",
+            description="fast, steep two-stage feed-forward chain (half-second delays)",
+        ),
+        "coincidence": _motif(
+            units=("in_a", "in_b", "and"), cell_types=("E", "E", "E"), sign=(1, 1, 1),
+            W=[[0, 0, 0], [0, 0, 0], [5, 5, 0]],
+            tau_s=(0.6, 0.6, 0.15), slope=(1.5, 1.5, 3), threshold=(1, 1, 7), bias=(0, 0, 0),
+            drive_gain=(2.0, 2.0, 0), input_unit=0, output_unit=2, rule="sigmoid",
+            description="coincidence detector: fires only when both independently driven inputs are high",
+        ),
     }
     return lib
 
@@ -146,10 +184,14 @@ class PhantomConfig:
       seed: master seed; every component draws from its own stream spawned from it.
       n_instances: number of module instances; or None to derive it from `n_neurons`.
       n_neurons: target neuron count (give at most one of the two; neither: 52 instances, ~200 neurons).
-      motifs: motif type names (from :data:`MOTIF_TYPES`), assigned to instances in balanced counts.
+      motifs: motif type names (from :data:`ALL_MOTIF_TYPES`), assigned to instances in balanced counts.
+      motif_weights: None (balanced), or one relative frequency per motif type: instance counts are
+        ``n_instances · w / Σw`` rounded by largest remainder, at least one instance per type.
     Attributes (space, µm):
       spacing_um: lattice spacing between instance centres.
       instance_radius_um: neurons lie uniformly in a ball of this radius around their centre.
+      radius_range: each instance's radius is ``instance_radius_um`` times a factor drawn uniformly from
+        this range (``(1, 1)``: all equal), so instances of unequal spatial size share one lattice.
       instance_height_um: None (balls), or columnar instances: neurons uniform in an upright cylinder of
         radius ``instance_radius_um`` and this height along z, the instances side by side in one layer
         (a lattice in x and y), like the columns of a cortex or an optic lobe.
@@ -170,6 +212,8 @@ class PhantomConfig:
       gain_range, offset_range: per-instance output gain and offset (uniform);
       rate_scale_hz: firing rate of a canonical rate of 1 at gain 1;
       calcium_tau_rise_s, calcium_tau_decay_s, calcium_amplitude (ΔF/F per spike), calcium_noise (σ).
+      recorded_fraction: the share of neurons that are imaged (drawn at random): the recording holds only
+        their traces, as when part of the tissue is out of the field of view or unlabelled.
     Attributes (stimulus and behaviour):
       n_stimulus: channels S; stimulus_fraction: fraction of instances driven by one channel;
       stimulus_gain: input per unit stimulus; stimulus_rate_hz: pulse onsets per second per channel;
@@ -189,8 +233,10 @@ class PhantomConfig:
     n_instances: int | None = None
     n_neurons: int | None = None
     motifs: tuple[str, ...] = MOTIF_TYPES
+    motif_weights: tuple[float, ...] | None = None
     spacing_um: float = 30.0
     instance_radius_um: float = 9.0
+    radius_range: tuple[float, float] = (1.0, 1.0)
     instance_height_um: float | None = None
     jitter_um: float = 2.0
     synapse_jitter_um: float = 0.5
@@ -213,6 +259,7 @@ class PhantomConfig:
     calcium_tau_decay_s: float = 0.8
     calcium_amplitude: float = 0.05
     calcium_noise: float = 0.05
+    recorded_fraction: float = 1.0
     n_stimulus: int = 2
     stimulus_fraction: float = 0.25
     stimulus_gain: float = 4.0
@@ -242,9 +289,22 @@ class PhantomConfig:
         if not self.motifs:
             bad("motifs", "at least one motif type is needed")
         for k, name in enumerate(self.motifs):
-            if name not in MOTIF_TYPES:
-                raise V.ValidationError(_SRC, "motifs", k, f"unknown motif {name!r}; have {list(MOTIF_TYPES)}")
+            if name not in ALL_MOTIF_TYPES:
+                raise V.ValidationError(_SRC, "motifs", k, f"unknown motif {name!r}; have {list(ALL_MOTIF_TYPES)}")
         V.check_unique(_SRC, "motifs", np.asarray(self.motifs))
+        if self.motif_weights is not None:
+            object.__setattr__(self, "motif_weights", tuple(float(w) for w in self.motif_weights))
+            if len(self.motif_weights) != len(self.motifs):
+                bad("motif_weights", f"need one weight per motif type ({len(self.motifs)}), got "
+                    f"{len(self.motif_weights)}")
+            for k, w in enumerate(self.motif_weights):
+                if not (math.isfinite(w) and w > 0):
+                    raise V.ValidationError(_SRC, "motif_weights", k, f"must be finite and > 0, got {w}")
+        object.__setattr__(self, "radius_range", tuple(float(v) for v in self.radius_range))
+        if len(self.radius_range) != 2 or not 0 < self.radius_range[0] <= self.radius_range[1]:
+            bad("radius_range", f"need 0 < low <= high, got {self.radius_range}")
+        if not 0 < self.recorded_fraction <= 1:
+            bad("recorded_fraction", f"must be in (0, 1], got {self.recorded_fraction}")
         positive = ("spacing_um", "instance_radius_um", "dt", "drive_tau_s", "rate_scale_hz",
                     "calcium_tau_rise_s", "calcium_tau_decay_s", "calcium_amplitude", "stimulus_duration_s",
                     "behaviour_tau_s", "behaviour_stats_tau_s")
@@ -266,11 +326,11 @@ class PhantomConfig:
             bad("calcium_tau_rise_s", "rise time constant must be shorter than the decay time constant")
         if self.instance_height_um is not None and not self.instance_height_um > 0:
             bad("instance_height_um", f"must be > 0 or None, got {self.instance_height_um}")
-        reach = self.instance_radius_um + math.sqrt(3.0) * self.jitter_um
+        reach = self.instance_radius_um * self.radius_range[1] + math.sqrt(3.0) * self.jitter_um
         if not reach < self.spacing_um / 2:
             bad("instance_radius_um",
-                f"radius + sqrt(3)*jitter = {reach:.3g} µm must be < spacing/2 = {self.spacing_um / 2:.3g} µm "
-                "so that instances are spatially separated")
+                f"largest radius + sqrt(3)*jitter = {reach:.3g} µm must be < spacing/2 = "
+                f"{self.spacing_um / 2:.3g} µm so that instances are spatially separated")
         for name in ("gain_range", "offset_range"):
             lo, hi = getattr(self, name)
             if not (0 <= lo <= hi) or (name == "gain_range" and lo <= 0):
@@ -446,6 +506,18 @@ def _multiplicity(rng, lam: np.ndarray | float, size) -> np.ndarray:
     return 1 + rng.poisson(np.maximum(np.asarray(lam, np.float64) - 1.0, 0.0), size=size).astype(np.int64)
 
 
+def _weighted_counts(n: int, weights: tuple[float, ...]) -> np.ndarray:
+    """``n`` split in proportion to `weights` by largest remainder, at least 1 each (when ``n >= len``)."""
+    w = np.asarray(weights, np.float64)
+    share = n * w / w.sum()
+    counts = np.floor(share).astype(np.int64)
+    counts[np.argsort(-(share - counts), kind="stable")[: n - counts.sum()]] += 1
+    while n >= len(w) and (counts == 0).any():  # a rare type still gets an instance, from the largest
+        counts[np.argmax(counts)] -= 1
+        counts[np.argmin(counts)] += 1
+    return counts
+
+
 def make_circuit(config: PhantomConfig) -> Circuit:
     """Build the phantom connectome and its structural truth (vectorised numpy).
 
@@ -479,7 +551,11 @@ def make_circuit(config: PhantomConfig) -> Circuit:
     grid = np.stack(np.unravel_index(np.arange(n_inst), shape), axis=1).astype(np.float32)
     center = grid * np.float32(config.spacing_um) + rng["layout"].uniform(
         -config.jitter_um, config.jitter_um, size=(n_inst, 3)).astype(np.float32)
-    inst_motif = rng["motif"].permutation(np.arange(n_inst) % k_types).astype(np.int32)
+    if config.motif_weights is None:
+        inst_motif = rng["motif"].permutation(np.arange(n_inst) % k_types).astype(np.int32)
+    else:
+        inst_motif = rng["motif"].permutation(np.repeat(
+            np.arange(k_types), _weighted_counts(n_inst, config.motif_weights))).astype(np.int32)
     size = units[inst_motif]
     start = np.concatenate([[0], np.cumsum(size)[:-1]])
     n = int(size.sum())
@@ -492,6 +568,11 @@ def make_circuit(config: PhantomConfig) -> Circuit:
     direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-12)
     power = np.float32(1 / 2) if columnar else np.float32(1 / 3)
     radius = config.instance_radius_um * rng["layout"].random(n, dtype=np.float32) ** power
+    max_radius = config.instance_radius_um
+    if config.radius_range != (1.0, 1.0):  # its own stream: equal sizes leave every other draw as it was
+        scale = rng["size"].uniform(*config.radius_range, size=n_inst).astype(np.float32)
+        radius *= scale[im_instance]
+        max_radius = config.instance_radius_um * config.radius_range[1]
     im_xyz = center[im_instance] + direction * radius[:, None]
     if columnar:
         height = np.float32(config.instance_height_um)
@@ -605,7 +686,7 @@ def make_circuit(config: PhantomConfig) -> Circuit:
     return Circuit(
         connectome=connectome, instance=instance, motif=motif.astype(np.int32), role=role,
         instance_center=center, instance_motif=inst_motif, instance_gain=gain, instance_offset=offset,
-        instance_radius=float(config.instance_radius_um), instance_neurons=inst_neurons.astype(np.int32),
+        instance_radius=float(max_radius), instance_neurons=inst_neurons.astype(np.int32),
         synapse_origin=origin, motif_names=names, motif_params=params, stimulus_instances=stim_inst,
         stimulus_channel=stim_chan, behaviour_instances=np.sort(beh_inst, axis=1).astype(np.int32),
         link_pre=link_pre.astype(np.int32), link_post=link_post.astype(np.int32), link_weight=link_weight,
@@ -849,6 +930,19 @@ class GroundTruth:
     stimulus_channel: np.ndarray
     behaviour_instances: np.ndarray
 
+    def take(self, rows: np.ndarray) -> "GroundTruth":
+        """The truth of the neurons `rows` only (e.g. the recorded ones), in that order.
+
+        Example:
+            >>> ph = make_phantom(preset("tiny", n_steps=10))
+            >>> ph.truth.take(np.array([3, 1])).motif.tolist() == ph.truth.motif[[3, 1]].tolist()
+            True
+        """
+        rows = np.asarray(rows, np.int64)
+        return dataclasses.replace(
+            self, instance=self.instance[rows], motif=self.motif[rows], role=self.role[rows],
+            rates=self.rates[:, rows], spikes=self.spikes[:, rows], calcium_clean=self.calcium_clean[:, rows])
+
 
 MODE_STILL = "still"
 _MAX_ELEMENTS = 400_000_000  # [T, N] above this is not materialised: use simulate()
@@ -856,12 +950,17 @@ _MAX_ELEMENTS = 400_000_000  # [T, N] above this is not materialised: use simula
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Phantom:
-    """A materialised phantom: the circuit, its recording and the ground truth."""
+    """A materialised phantom: the circuit, its recording and the ground truth.
+
+    ``recorded`` ``[Nr]`` are the circuit rows of the recording's sources, in trace order (all neurons
+    unless ``config.recorded_fraction < 1``); ``truth`` covers every neuron of the circuit.
+    """
 
     circuit: Circuit
     recording: Recording
     truth: GroundTruth
     config: PhantomConfig
+    recorded: np.ndarray
 
     def summary(self) -> str:
         """Readable multi-line summary: sizes, motifs, synapse origins, rate statistics, behaviour modes."""
@@ -891,7 +990,9 @@ def make_phantom(config: PhantomConfig) -> Phantom:
 
     Returns:
       :class:`Phantom` whose recording holds calcium traces ``[T, N]``, timestamps ``t · dt``,
-      positions and ids of the connectome neurons (same order), stimulus, behaviour and modes.
+      positions and ids of the connectome neurons (same order), stimulus, behaviour and modes. With
+      ``config.recorded_fraction < 1`` it holds only the recorded neurons ``[T, Nr]`` (``Phantom.recorded``,
+      in connectome order).
 
     Raises:
       ValidationError: when ``T · N`` is too large to materialise (stream with :func:`simulate`).
@@ -922,9 +1023,15 @@ def make_phantom(config: PhantomConfig) -> Phantom:
     modes = cat("modes", (0,)).astype(np.int32)
     starts = edges[:-1] if config.n_trials > 1 else None
     frame = np.arange(t_total) - (0 if starts is None else np.repeat(edges[:-1], np.diff(edges)))
+    recorded = np.arange(n)
+    if config.recorded_fraction < 1:
+        n_rec = max(1, int(round(config.recorded_fraction * n)))
+        # Its own stream: the fraction changes nothing else.
+        recorded = np.sort(_streams(config.seed)["recorded"].choice(n, size=n_rec, replace=False))
+        calcium = calcium[:, recorded]
     recording = Recording(
         traces=calcium, timestamps=frame * config.dt, rate_hz=1.0 / config.dt,
-        positions=circuit.connectome.xyz, neuron_ids=circuit.connectome.ids,
+        positions=circuit.connectome.xyz[recorded], neuron_ids=circuit.connectome.ids[recorded],
         stimulus=stimulus if s_ch else None, trial_starts=starts,
         stimulus_positions=circuit.instance_center if config.retinotopic_stimulus and s_ch else None,
         behaviour=behaviour if kc else None, behaviour_names=config.behaviour_names,
@@ -939,4 +1046,4 @@ def make_phantom(config: PhantomConfig) -> Phantom:
         stimulus_instances=circuit.stimulus_instances, stimulus_channel=circuit.stimulus_channel,
         behaviour_instances=circuit.behaviour_instances,
     )
-    return Phantom(circuit=circuit, recording=recording, truth=truth, config=config)
+    return Phantom(circuit=circuit, recording=recording, truth=truth, config=config, recorded=recorded)
