@@ -4,14 +4,15 @@ Run:
     python scripts/train.py --config configs/phantom.py --workdir runs/phantom
 
 The receptive-field grid has spheres of 30 µm diameter (the instance spacing, as a user would choose it
-from a known module scale) at stride 15 µm, centred on the neurons' bounding box: nothing reads the
-phantom's lattice. Each neuron has several candidate spheres to choose from. (Until the eighth session the
-grid was laid on the lattice itself, origin 0; centred on the box, the results are the same to 3 digits,
-and ``benchmarks/phantom_recovery.py`` scores random offsets.) Domain assignment starts from the partner-averaged spatial prior with its claims
-seeded by activity clusters (``assign.activity_claims``), adds the connectome coherence term and the cut
-loss (``loss.cut``: partners in other domains cost) and learns at 0.3× the base rate. Measured on this
-phantom (BENCHMARKS.md): the seeding is what lets four filters specialise, one per motif type, instead
-of collapsing to two, and the cut loss keeps modules whole (domain ARI 0.89 without it, 1.00 with it).
+from a known module scale) at stride 15 µm, centred on the neurons' bounding box (``grid.origin`` unset):
+nothing in the config reads the phantom's lattice. On this phantom the centred grid happens to fall within
+1 µm of the lattice, so each instance still lies whole in one sphere; ``benchmarks/phantom_recovery.py``
+scores random offsets and the worst one, half a stride off. Each neuron has several candidate spheres.
+Domain assignment starts from the partner-averaged spatial prior with its claims seeded by activity
+clusters (``assign.activity_claims``), adds the connectome coherence term and the cut loss (``loss.cut``:
+partners in other domains cost) and learns at 0.3× the base rate. Measured on this phantom
+(BENCHMARKS.md): the seeding is what lets four filters specialise, one per motif type, instead of
+collapsing to two, and the cut loss keeps modules whole (domain ARI 0.89 without it, 1.00 with it).
 Expected runtime and results: see BENCHMARKS.md (section "The README main job").
 """
 

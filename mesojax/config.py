@@ -62,7 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.grid = ml_collections.ConfigDict()
     c.grid.diameter_um = 30.0
     c.grid.stride_um = ml_collections.FieldReference(None, field_type=float)  # None: d / 2
-    c.grid.origin = ml_collections.FieldReference(None, field_type=tuple)  # None: bounding-box corner
+    c.grid.origin = ml_collections.FieldReference(None, field_type=tuple)  # None: centred on the bounding box
     # "sphere", or "column": a cylinder of diameter_um across and height_um along `axis` (0/1/2 = x/y/z;
     # height None: the whole depth, one layer), for columnar tissue (mesojax.spatial.GridSpec).
     c.grid.shape = "sphere"
@@ -151,6 +151,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.rsa = True
     # Unsupervised clusters of the neurons scored against every known labelling (mesojax.analysis).
     c.eval.clusters = True
+    # On phantoms, the planted truth is also scored for the initial parameters (truth["at_init"]).
+    c.eval.recovery_at_init = True
 
     # Held-out animals (celegans): refit interfaces and assignment on a frozen basis (mesojax.transfer).
     c.transfer = ml_collections.ConfigDict()

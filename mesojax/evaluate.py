@@ -237,7 +237,8 @@ def partition(spec: model.ModelSpec, params: model.Params, inputs: model.ModelIn
     }
 
 
-INIT_KEYS = ("domain_ari", "motif_accuracy", "filters_used")  # recovery also scored at initialisation
+INIT_KEYS = ("domain_ari", "motif_accuracy", "filters_used")
+"""The recovery scores also given for the initial parameters (``truth["at_init"]``, ``eval.recovery_at_init``)."""
 
 
 def truth_recovery(part: dict[str, np.ndarray], truth: Any, n_filters: int) -> dict[str, Any]:
@@ -548,6 +549,7 @@ def evaluate(config: ml_collections.ConfigDict, exp: Experiment, params: model.P
     results["partition"] = {"usage": part["usage"].tolist(), "n_filters": spec.n_filters}
     if exp.truth is not None:
         results["truth"] = truth_recovery(part, exp.truth, spec.n_filters)
+    if exp.truth is not None and config.eval.get("recovery_at_init", True):
         # Was the answer decided at initialisation (by the activity-seeded claims) or found by training?
         with progress.phase("recovery at initialisation", timings):
             initial = partition(spec, init_params(config, exp), inputs, temps)

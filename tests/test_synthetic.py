@@ -443,13 +443,34 @@ def test_motif_weights_set_instance_counts(weights, expected):
 
 def test_unequal_instance_radii():
     cfg = S.preset("tiny", radius_range=(0.4, 1.0))
-    c = S.make_circuit(cfg)
-    dist = np.sqrt(((c.connectome.xyz - c.instance_center[c.instance]) ** 2).sum(1))
-    reach = np.array([dist[c.instance == i].max() for i in range(c.n_instances)])
-    assert reach.max() <= c.instance_radius + 1e-4 == cfg.instance_radius_um + 1e-4
-    assert reach.min() < 0.5 * reach.max()  # some instances are much smaller
-    equal = S.make_circuit(S.preset("tiny"))
-    assert (equal.connectome.pre == c.connectome.pre).all()  # only the sizes changed
+    c, equal = S.make_circuit(cfg), S.make_circuit(S.preset("tiny"))
+    offset, equal_offset = (x.connectome.xyz - x.instance_center[x.instance] for x in (c, equal))
+    dist, equal_dist = np.linalg.norm(offset, axis=1), np.linalg.norm(equal_offset, axis=1)
+    assert dist.max() <= c.instance_radius + 1e-4 == cfg.instance_radius_um + 1e-4
+    # Only the sizes changed: the same centres and directions, each instance scaled by one factor in range.
+    np.testing.assert_array_equal(c.instance_center, equal.instance_center)
+    np.testing.assert_allclose(offset / dist[:, None], equal_offset / equal_dist[:, None], atol=1e-4)
+    scale = dist / equal_dist
+    per_instance = np.array([scale[c.instance == i] for i in range(c.n_instances)], dtype=object)
+    assert all(np.ptp(s) < 1e-4 for s in per_instance)
+    factors = np.array([s[0] for s in per_instance])
+    assert 0.4 - 1e-4 <= factors.min() < 0.55 and 0.85 < factors.max() <= 1.0 + 1e-4
+
+
+def test_the_default_phantom_is_unchanged():
+    """New options draw from their own streams: the default phantom is the one they were added to (its
+    wiring exactly, by digest; positions and recording to float tolerance, which survives other CPUs)."""
+    import hashlib
+
+    ph = S.make_phantom(S.preset("tiny"))
+    c, rec = ph.circuit.connectome, ph.recording
+    digest = hashlib.sha256()
+    for a in (c.ids, c.pre, c.post, ph.circuit.instance_motif, ph.circuit.instance):
+        digest.update(np.ascontiguousarray(a).tobytes())
+    assert digest.hexdigest()[:16] == "371f5efba948d12c"
+    sums = [c.xyz.astype(np.float64).sum(), rec.traces.astype(np.float64).sum(), rec.traces[123, 45],
+            rec.behaviour.astype(np.float64).sum(), rec.stimulus.astype(np.float64).sum()]
+    np.testing.assert_allclose(sums, [23938.412082, 27842.822505, 0.341607273, 150.684643, 101.552022], rtol=1e-5)
 
 
 def test_recorded_fraction_images_a_random_half(tiny):
@@ -468,6 +489,8 @@ def test_recorded_fraction_images_a_random_half(tiny):
     cfg.overrides.recorded_fraction = 0.5
     data = sources.load(cfg)  # the model sees the recorded neurons and the synapses among them only
     assert data.connectome.n_neurons == data.recording.n_sources == len(half.recorded)
+    np.testing.assert_array_equal(data.connectome.ids, tiny.circuit.connectome.ids[half.recorded])  # int64 ids
+    assert "neurons imaged" in data.reports["registration"].notes[0]
     np.testing.assert_array_equal(data.truth.motif, tiny.truth.motif[half.recorded])
     np.testing.assert_array_equal(data.truth.rates, tiny.truth.rates[:, half.recorded])
     rec = np.zeros(n, bool)
@@ -491,7 +514,9 @@ def test_recorded_fraction_images_a_random_half(tiny):
     (dict(nonsense=1), "nonsense"),
     (dict(motif_weights=(1.0, 2.0)), "motif_weights"),
     (dict(motif_weights=(1.0, 2.0, 0.0, 1.0)), "motif_weights"),
-    (dict(radius_range=(0.5, 2.0)), "instance_radius_um"),
+    (dict(radius_range=(0.5, 2.0)), "radius_range"),
+    (dict(radius_range=("small", "large")), "radius_range"),
+    (dict(motif_weights=3.0), "motif_weights"),
     (dict(radius_range=(0.0, 1.0)), "radius_range"),
     (dict(recorded_fraction=0.0), "recorded_fraction"),
 ])

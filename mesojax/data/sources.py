@@ -108,13 +108,16 @@ def load_phantom(cfg: ml_collections.ConfigDict) -> Data:
     recorded neurons when ``recorded_fraction < 1``."""
     overrides = {k: v for k, v in cfg.overrides.items() if v is not None}
     phantom = synthetic.make_phantom(synthetic.preset(cfg.preset, seed=cfg.seed, **overrides))
-    if len(phantom.recorded) == phantom.circuit.n_neurons:
-        return one_circuit("phantom", phantom.circuit.connectome, phantom.recording, phantom.truth)
-    # Part of the circuit is not imaged: like any recording, it is registered to the connectome by id, and
-    # the model sees the recorded neurons and the synapses among them (the truth follows the same rows).
-    circuit, recording, report = union.source_circuit(phantom.recording, phantom.circuit.connectome)
-    return one_circuit("phantom", circuit, recording, phantom.truth.take(phantom.recorded),
-                       reports={"registration": report})
+    full = phantom.circuit.connectome
+    if len(phantom.recorded) == full.n_neurons:
+        return one_circuit("phantom", full, phantom.recording, phantom.truth)
+    # Part of the circuit is not imaged: the model sees the recorded neurons (in trace order) and the
+    # synapses among them, as with a registered recording; the truth follows the same rows.
+    circuit = full.select(phantom.recorded)
+    note = (f"{len(phantom.recorded)} of {full.n_neurons} neurons imaged (recorded_fraction); "
+            f"{circuit.n_synapses} of {full.n_synapses} synapses join two imaged neurons, the others are left out")
+    return one_circuit("phantom", circuit, phantom.recording, phantom.truth.take(phantom.recorded),
+                       reports={"registration": LoadReport(phantom.recording.source, (note,))})
 
 
 @register("celegans")

@@ -186,12 +186,14 @@ class PhantomConfig:
       n_neurons: target neuron count (give at most one of the two; neither: 52 instances, ~200 neurons).
       motifs: motif type names (from :data:`ALL_MOTIF_TYPES`), assigned to instances in balanced counts.
       motif_weights: None (balanced), or one relative frequency per motif type: instance counts are
-        ``n_instances · w / Σw`` rounded by largest remainder, at least one instance per type.
+        ``n_instances · w / Σw`` rounded by largest remainder, at least one instance per type when
+        ``n_instances >= K`` (equal weights give balanced counts, in another arrangement than None).
     Attributes (space, µm):
       spacing_um: lattice spacing between instance centres.
       instance_radius_um: neurons lie uniformly in a ball of this radius around their centre.
       radius_range: each instance's radius is ``instance_radius_um`` times a factor drawn uniformly from
-        this range (``(1, 1)``: all equal), so instances of unequal spatial size share one lattice.
+        this range (``(1, 1)``: all equal), so instances of unequal spatial size share one lattice
+        (columnar instances: their cross-section; the height stays ``instance_height_um``).
       instance_height_um: None (balls), or columnar instances: neurons uniform in an upright cylinder of
         radius ``instance_radius_um`` and this height along z, the instances side by side in one layer
         (a lattice in x and y), like the columns of a cortex or an optic lobe.
@@ -293,14 +295,14 @@ class PhantomConfig:
                 raise V.ValidationError(_SRC, "motifs", k, f"unknown motif {name!r}; have {list(ALL_MOTIF_TYPES)}")
         V.check_unique(_SRC, "motifs", np.asarray(self.motifs))
         if self.motif_weights is not None:
-            object.__setattr__(self, "motif_weights", tuple(float(w) for w in self.motif_weights))
+            object.__setattr__(self, "motif_weights", _floats(self.motif_weights, "motif_weights"))
             if len(self.motif_weights) != len(self.motifs):
                 bad("motif_weights", f"need one weight per motif type ({len(self.motifs)}), got "
                     f"{len(self.motif_weights)}")
             for k, w in enumerate(self.motif_weights):
                 if not (math.isfinite(w) and w > 0):
                     raise V.ValidationError(_SRC, "motif_weights", k, f"must be finite and > 0, got {w}")
-        object.__setattr__(self, "radius_range", tuple(float(v) for v in self.radius_range))
+        object.__setattr__(self, "radius_range", _floats(self.radius_range, "radius_range"))
         if len(self.radius_range) != 2 or not 0 < self.radius_range[0] <= self.radius_range[1]:
             bad("radius_range", f"need 0 < low <= high, got {self.radius_range}")
         if not 0 < self.recorded_fraction <= 1:
@@ -328,7 +330,7 @@ class PhantomConfig:
             bad("instance_height_um", f"must be > 0 or None, got {self.instance_height_um}")
         reach = self.instance_radius_um * self.radius_range[1] + math.sqrt(3.0) * self.jitter_um
         if not reach < self.spacing_um / 2:
-            bad("instance_radius_um",
+            bad("radius_range" if self.radius_range[1] > 1 else "instance_radius_um",
                 f"largest radius + sqrt(3)*jitter = {reach:.3g} µm must be < spacing/2 = "
                 f"{self.spacing_um / 2:.3g} µm so that instances are spatially separated")
         for name in ("gain_range", "offset_range"):
@@ -348,9 +350,9 @@ class PhantomConfig:
 
     @property
     def mean_units(self) -> float:
-        """Mean number of units (neurons) per instance over the configured motif types."""
+        """Mean number of units (neurons) per instance over the configured motif types (and weights)."""
         lib = motif_library()
-        return float(np.mean([len(lib[m]["units"]) for m in self.motifs]))
+        return float(np.average([len(lib[m]["units"]) for m in self.motifs], weights=self.motif_weights))
 
     def resolved_instances(self) -> int:
         """The instance count: `n_instances`, or `n_neurons` divided by the mean motif size."""
@@ -397,6 +399,14 @@ def preset(name: str, **overrides: Any) -> PhantomConfig:
         values["n_neurons"] = None
     values.update(overrides)
     return PhantomConfig(**values)
+
+
+def _floats(values: Any, field: str) -> tuple[float, ...]:
+    """A config sequence as a tuple of floats, or one ValidationError naming the field."""
+    try:
+        return tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise V.ValidationError(_SRC, field, None, f"need a sequence of numbers, got {values!r}") from None
 
 
 def _streams(seed: int | list[int]) -> dict[str, np.random.Generator]:
@@ -931,7 +941,8 @@ class GroundTruth:
     behaviour_instances: np.ndarray
 
     def take(self, rows: np.ndarray) -> "GroundTruth":
-        """The truth of the neurons `rows` only (e.g. the recorded ones), in that order.
+        """The truth of the neurons ``rows [Nr]`` only (e.g. the recorded ones), in that order: per-neuron
+        fields become ``[Nr]`` and ``[T, Nr]``; per-instance fields are kept whole.
 
         Example:
             >>> ph = make_phantom(preset("tiny", n_steps=10))
