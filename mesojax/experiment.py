@@ -138,11 +138,16 @@ def location_groups(tables: spatial.SpatialTables, neuron_group: np.ndarray) -> 
 
 
 def grid_spec(config: ml_collections.ConfigDict, mesh: Mesh) -> spatial.GridSpec:
-    """The receptive-field grid of ``config.grid`` (locations padded to a multiple of the space axis)."""
+    """The receptive-field grid of ``config.grid`` (locations padded to a multiple of the space axis).
+
+    ``grid.origin`` of ``(None,)`` or ``()`` means unset (the lattice centred on the bounding box): the
+    command line cannot set a tuple field to None, ml_collections reads ``--config.grid.origin=None`` as
+    ``(None,)``.
+    """
     g = config.grid
+    origin = None if g.origin is None or tuple(g.origin) in ((None,), ()) else tuple(g.origin)
     return spatial.GridSpec(
-        diameter_um=g.diameter_um, stride_um=g.stride_um,
-        origin=tuple(g.origin) if g.origin is not None else None, location_multiple=mesh.shape["space"],
+        diameter_um=g.diameter_um, stride_um=g.stride_um, origin=origin, location_multiple=mesh.shape["space"],
         shape=g.get("shape", "sphere"), axis=int(g.get("axis", 2)), height_um=g.get("height_um"),
         height_stride_um=g.get("height_stride_um"),
     )

@@ -372,3 +372,11 @@ def test_the_hard_phase_runs_the_fixed_bank_with_the_soft_banks_results(tmp_path
 def test_a_learning_curve_that_cannot_be_scored_is_refused_before_training(overrides, match):
     with pytest.raises(ValueError, match=match):
         train.check_config(short(3, **overrides))
+
+
+@pytest.mark.parametrize("origin, expected", [(None, None), ((None,), None), ((), None),
+                                              ((1.0, 2.0, 3.0), (1.0, 2.0, 3.0))])
+def test_grid_origin_none_from_the_command_line_means_centred(origin, expected):
+    """ml_collections reads ``--config.grid.origin=None`` as ``(None,)``: that, and ``()``, mean unset."""
+    cfg = load_config("phantom_tiny", **{"grid.origin": origin})
+    assert experiment.grid_spec(cfg, train.make_mesh(1, jax.devices()[:1])).origin == expected
