@@ -27,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import sys
@@ -44,13 +43,6 @@ from mesojax import evaluate, train  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(HERE), "configs", "celegans.py")
 ANIMALS = ("2022-07-26-31", "2022-07-26-38", "2022-07-27-31", "2022-07-27-38", "2022-07-27-45")
-
-
-def _value(text: str):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def run_fold(animal: str, out: str, overrides: dict) -> dict:
@@ -122,7 +114,7 @@ def main() -> None:
     p.add_argument("--json", default=None, help="write the per-fold and pooled results here")
     args = p.parse_args()
     logging.set_verbosity(logging.INFO)
-    overrides = dict((k, _value(v)) for k, v in (s.split("=", 1) for s in args.set))
+    overrides = dict((k, config_lib.literal(v)) for k, v in (s.split("=", 1) for s in args.set))
     folds = {}
     for animal in args.folds:
         logging.info("fold: %s held out", animal)

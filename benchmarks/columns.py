@@ -21,7 +21,7 @@ import os
 from absl import logging
 
 from mesojax import config as config_lib
-from mesojax import train
+from mesojax import evaluate, train
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "phantom.py")
 
@@ -45,7 +45,7 @@ def run_summary(cfg, workdir: str) -> dict:
     with open(path) as f:
         res = json.load(f)
     fc = res["forecast"]
-    best = {h: min((n for n in fc if not n.startswith("model")), key=lambda n: fc[n]["mse"][h]) for h in (0, 4)}
+    best = {h: evaluate.best_baseline(fc, h) for h in (0, 4)}
     return {"domain_ari": res["truth"]["domain_ari"], "motif_accuracy": res["truth"]["motif_accuracy"],
             "filters_used": res["truth"]["filters_used"], "n_domains": res["truth"]["n_domains"],
             "mse_h1": fc["model"]["mse"][0], "best_h1": [best[0], fc[best[0]]["mse"][0]],

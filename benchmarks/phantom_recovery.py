@@ -42,7 +42,6 @@ its report. About 3 min per run on 2 cores alone, 5 min when the cores are share
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import sys
@@ -100,7 +99,7 @@ def summarise(results: dict) -> dict:
     row = {k: t[k] for k in ("domain_ari", "motif_accuracy", "filters_used", "planted_k", "n_domains")}
     row["init"] = t.get("at_init", {})
     for h in (0, 4):
-        best = min((n for n in fc if n not in evaluate.MODEL_KEYS), key=lambda n: fc[n]["mse"][h])
+        best = evaluate.best_baseline(fc, h)
         row[f"mse_h{h + 1}"] = fc["model"]["mse"][h]
         row[f"best_h{h + 1}"] = [best, fc[best]["mse"][h]]
     row["passes"] = bool(row["domain_ari"] >= 0.9 and row["motif_accuracy"] >= 0.9
@@ -148,13 +147,7 @@ def main() -> None:
     p.add_argument("--json", default=None, help="write every run's figures here")
     args = p.parse_args()
     logging.set_verbosity(logging.INFO)
-    extra = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        try:
-            extra[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            extra[key] = value  # a bare string
+    extra = dict((k, config_lib.literal(v)) for k, v in (s.split("=", 1) for s in args.set))
     rows = {}
     for name in args.variants:
         for seed in args.seeds:

@@ -419,8 +419,7 @@ def learning_curve(transfer_config: Any, scratch_config: Any, trained: Any, trai
                 cfg.train.val_every = 0
                 cfg.eval.rsa = False
                 cfg.eval.clusters = False
-                if "recovery_at_init" in cfg.eval:  # configs saved before the field existed lack it
-                    cfg.eval.recovery_at_init = False
+                cfg.eval.recovery_at_init = False
                 if arm == "scratch":
                     cfg.eval.baselines = ()  # fitted on the same frames in the transfer arm
             folder = os.path.join(workdir, f"{f:g}", arm)

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 from typing import Any
@@ -187,6 +188,19 @@ def load_config_file(path: str | os.PathLike, arg: str | None = None, **override
     for key, value in overrides.items():
         set_dotted(cfg, key, value)
     return cfg
+
+
+def literal(text: str) -> Any:
+    """A ``FIELD=VALUE`` override's value: a Python literal (number, tuple, bool, None), else the string.
+
+    Example:
+        >>> literal("(1, 2)"), literal("0.5"), literal("masked_var")
+        ((1, 2), 0.5, 'masked_var')
+    """
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def set_dotted(tree: Any, key: str, value: Any) -> None:

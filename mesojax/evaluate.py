@@ -587,6 +587,12 @@ def evaluate(config: ml_collections.ConfigDict, exp: Experiment, params: model.P
     return results, part
 
 
+def best_baseline(forecast: dict[str, dict], k: int) -> str:
+    """The baseline (not one of :data:`MODEL_KEYS`) with the lowest MSE at horizon index `k` of a forecast
+    table (``results["forecast"]``)."""
+    return min((n for n in forecast if n not in MODEL_KEYS), key=lambda n: forecast[n]["mse"][k])
+
+
 def summary(results: dict[str, Any]) -> str:
     """The run's result as a short table: per horizon, the model's test MSE against the best baseline's
     (``model/best`` < 1: the model wins), and on phantoms the recovery of the planted truth.
@@ -601,7 +607,7 @@ def summary(results: dict[str, Any]) -> str:
     fc = results["forecast"]
     lines = [f"{'h':>3}  {'model MSE':>9}  {'best baseline':<14}  {'its MSE':>8}  {'model/best':>10}"]
     for k, h in enumerate(fc["model"].get("horizons", range(1, len(fc["model"]["mse"]) + 1))):
-        best = min((n for n in fc if n not in MODEL_KEYS), key=lambda n: fc[n]["mse"][k])
+        best = best_baseline(fc, k)
         model_mse, best_mse = fc["model"]["mse"][k], fc[best]["mse"][k]
         lines.append(f"{int(h):>3}  {model_mse:>9.4f}  {best:<14}  {best_mse:>8.4f}  {model_mse / best_mse:>10.3f}")
     if "truth" in results:
