@@ -444,13 +444,21 @@ MIN_SILHOUETTE = 0.25
 """Below this mean silhouette a split is not structure (the usual "weak or artificial" line): one cluster."""
 
 
+def standardise(fingerprint: np.ndarray) -> np.ndarray:
+    """Location fingerprints ``[P, D]`` ready for k-means: NaN entries (a location without member pairs)
+    take their column's mean (0 for an all-NaN column), then every column is z-scored."""
+    f = np.asarray(fingerprint, np.float64)
+    column_mean = np.nanmean(np.where(np.isnan(f).all(0), 0.0, f), 0)
+    f = np.where(np.isnan(f), column_mean, f)
+    return (f - f.mean(0)) / np.maximum(f.std(0), 1e-8)
+
+
 def cluster_locations(fingerprint: np.ndarray, max_k: int, rng: np.random.Generator,
                       tolerance: float = 0.02) -> np.ndarray:
     """Cluster location fingerprints into k ≤ `max_k` groups, k chosen by silhouette.
 
-    NaN entries (a location without member pairs) take their column's mean, then columns are z-scored;
-    k-means runs for k = 2..max_k and the smallest k whose silhouette is within `tolerance` (relative)
-    of the best is kept, so a split that barely improves the separation (a handful of off-centre
+    The fingerprints are standardised (:func:`standardise`); k-means runs for k = 2..max_k and the
+    smallest k whose silhouette is within `tolerance` (relative) of the best is kept, so a split that barely improves the separation (a handful of off-centre
     locations peeling off) does not add a filter. When no split reaches :data:`MIN_SILHOUETTE` (or
     there are fewer than 3 locations) everything is one cluster.
 
@@ -460,10 +468,7 @@ def cluster_locations(fingerprint: np.ndarray, max_k: int, rng: np.random.Genera
     p = len(fingerprint)
     if p < 3 or max_k < 2:
         return np.zeros(p, np.int64)
-    f = np.asarray(fingerprint, np.float64)
-    column_mean = np.nanmean(np.where(np.isnan(f).all(0), 0.0, f), 0)
-    f = np.where(np.isnan(f), column_mean, f)
-    z = (f - f.mean(0)) / np.maximum(f.std(0), 1e-8)
+    z = standardise(fingerprint)
     runs = [kmeans(z, k, rng) for k in range(2, min(max_k, p - 1) + 1)]
     scores = np.array([silhouette(z, labels) for labels, _ in runs])
     if scores.max() < MIN_SILHOUETTE:

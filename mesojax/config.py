@@ -108,6 +108,20 @@ def base_config() -> ml_collections.ConfigDict:
     # discretised copy scored as model_hard). Measured in BENCHMARKS.md (issue 13/16, seventh session).
     c.train.hard_steps = c.train.get_ref("steps") * 3 // 4
 
+    # Filter splits and merges during training (mesojax.restructure, README "Filter splits and merges").
+    # At each split step, the clearest 2-means halves (by activity) of used filters move to copies in the
+    # free filters; at each merge step, one filter's locations move onto another's while the moved neurons'
+    # validation error rises by less than `tolerance` (relative), cheapest first. Copies need steps to
+    # learn apart and merges need trained filters: for 600 steps, splits (200, 350) and merges (350, 500)
+    # (BENCHMARKS.md). (): off, the filters used are those initialisation seeded.
+    c.restructure = ml_collections.ConfigDict()
+    c.restructure.split_steps = ml_collections.FieldReference((), field_type=tuple)
+    c.restructure.merge_steps = ml_collections.FieldReference((), field_type=tuple)
+    c.restructure.tolerance = 0.04
+    c.restructure.min_locations = 4  # the smaller half of a split holds at least this many locations
+    c.restructure.min_silhouette = 0.25  # a split's 2-means must reach it (as the initial clusters' k > 1)
+    c.restructure.windows = 32  # validation windows (training length, evenly spaced) that merges are scored on
+
     c.anneal = ml_collections.ConfigDict()
     c.anneal.steps = c.train.get_ref("steps")  # steps over which temperatures go from start to end
     c.anneal.arch = (1.0, 0.1)

@@ -30,7 +30,7 @@ import optax
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mesojax import analysis, basis, checkpoint, evaluate, losses, model, optim, progress, report, transfer
+from mesojax import analysis, basis, checkpoint, evaluate, losses, model, optim, progress, report, restructure, transfer
 from mesojax import config as config_lib
 from mesojax import workdir as workdir_lib
 from mesojax.data import windows
@@ -90,6 +90,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if hard < 0 or hard >= config.train.steps:
         raise ValueError(f"config: field 'train.hard_steps' = {hard} must be ≥ 0 and below train.steps = "
                          f"{config.train.steps}")
+    rc = config.get("restructure")
+    if rc is not None:
+        for name in ("split_steps", "merge_steps"):
+            steps = tuple(rc[name])
+            if any(not isinstance(s, (int, np.integer)) or not 0 <= s < config.train.steps for s in steps):
+                raise ValueError(f"config: field 'restructure.{name}' = {steps}: every step must be an integer "
+                                 f"within training, 0 ≤ step < train.steps = {config.train.steps}")
+        if not float(rc.tolerance) >= 0:
+            raise ValueError(f"config: field 'restructure.tolerance' = {rc.tolerance} must be ≥ 0")
+        for name in ("min_locations", "windows"):
+            if int(rc[name]) < 1:
+                raise ValueError(f"config: field 'restructure.{name}' = {rc[name]} must be ≥ 1")
     if config.get("transfer") is not None and config.transfer.animals:
         for animal in config.transfer.animals:
             V.check_name("config", "transfer.animals", animal)
@@ -311,14 +323,17 @@ def _log_line(step: int, total: int, metrics: dict, rate: float) -> str:
 
 
 def _truncate_metrics(path: str, last_step: int) -> None:
-    """Keep only the logged lines up to `last_step` (steps after the checkpoint are about to be redone)."""
+    """Keep only the logged lines up to `last_step` (steps after the checkpoint, and a restructuring event at
+    `last_step` itself, which ran after that checkpoint, are about to be redone)."""
     if not os.path.exists(path):
         return
     keep = []
     with open(path) as f:
         for line in f:
             try:
-                if json.loads(line)["step"] <= last_step:
+                row = json.loads(line)
+                # A restructuring event at the last step ran after its checkpoint: it is redone.
+                if row["step"] < last_step or (row["step"] == last_step and "restructure" not in row):
                     keep.append(line)
             except (json.JSONDecodeError, KeyError):  # a line cut short by the interruption
                 continue
@@ -376,6 +391,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | No
         best = checkpoint.Checkpointer(os.path.join(workdir, "best"), max_to_keep=None)
         for later in [b for b in best.all_steps() if b > start]:
             best.delete(later)
+    events = list(record.get("restructure", []))
+    merge_at = {int(s) for s in config.restructure.merge_steps}
+    split_at = {int(s) for s in config.restructure.split_steps}
+    events_at, errors = merge_at | split_at, None
+    # Built before training, so a validation segment too short for it fails at once, not at the first event.
+    val_windows = _validation_windows(config, exp) if merge_at else None
     with open(metrics_path, "a") as log:
         for step in range(start, tc.steps):
             if stopped:
@@ -388,6 +409,18 @@ def _train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | No
                 exp = fixed_where_hard(exp, state.params, config, step)
                 train_step = make_train_step(config, exp, optimizer)  # the bank computes only the chosen parts
                 logging.info("step %d: architectures discretised; %d steps with them fixed", step, tc.hard_steps)
+            if step in events_at:  # after a discretisation at the same step: merges are judged on that model
+                if merge_at and (errors is None or errors[0] is not exp.spec):  # compiled once per spec
+                    errors = (exp.spec, restructure.validation_errors(exp.spec, exp.inputs, val_windows,
+                                                                      config.train.n_teacher))
+                state, ev = _restructure(config, exp, state, step, step in merge_at, step in split_at, mesh,
+                                         errors[1] if errors else None)
+                events.append(ev)
+                if ev["splits"] and exp.spec.fixed_arch is not None:
+                    # A split copied a fixed architecture into a free filter: the fixed bank changes.
+                    exp = fixed_where_hard(exp, state.params, config, step)
+                    train_step = make_train_step(config, exp, optimizer)
+                log.write(json.dumps({"step": step, "restructure": ev}) + "\n")
             batch = windows.sample_batch(exp.recording, exp.norm, exp.segments["train"], length=length,
                                          n_windows=tc.batch_windows, seed=config.seed, step=step)
             state, metrics = train_step(state, shard_batch(batch, mesh))
@@ -420,16 +453,51 @@ def _train(config: ml_collections.ConfigDict, workdir: str, exp: Experiment | No
                 stopped = _validate(config, exp, state, done, history, best, log)
             if done % tc.checkpoint_every == 0 or done == tc.steps or stopped:
                 ckpt.save(done, state, {"step": done, "config": json.loads(json.dumps(config.to_dict(), default=str)),
-                                        "validation": history, "stopped": stopped})
+                                        "validation": history, "stopped": stopped, "restructure": events})
                 if best is not None:
                     _prune_best(best, history, ckpt.all_steps())
     ckpt.close()
+    if events_at:
+        with open(os.path.join(workdir, "restructure.json"), "w") as f:
+            json.dump(events, f, indent=1)
     if timings is not None and tc.steps - start > 1:
         timings.add("training", time.perf_counter() - t_train - compiled)
     if best is not None:
         state = _select_best(state, history, best, workdir)
         best.close()
     return fixed_where_hard(exp, state.params, config), state
+
+
+def _restructure(config: ml_collections.ConfigDict, exp: Experiment, state: TrainState, step: int, merges: bool,
+                 splits: bool, mesh: Mesh, errors: Callable | None) -> tuple[TrainState, dict]:
+    """One filter split/merge event (:func:`mesojax.restructure.event`) at `step`; returns the state and its
+    record. `errors` is :func:`mesojax.restructure.validation_errors` for ``exp.spec``."""
+    rc = config.restructure
+    temps, now = evaluate.final_temperatures(config), optim.temperatures(config.anneal, step)
+    with progress.phase(f"restructure at step {step}", None):
+        state, record = restructure.event(
+            state, exp.spec, exp.inputs,
+            partition=lambda p: evaluate.partition(exp.spec, p, exp.inputs, temps),
+            errors=(lambda p: errors(p, now)) if merges else None,
+            traces=np.concatenate(evaluate.segment_traces(exp, "train")) if splits else None,
+            tolerance=float(rc.tolerance), min_locations=int(rc.min_locations), do_merge=merges, do_split=splits,
+            rng=np.random.default_rng([config.seed, step]), min_silhouette=float(rc.min_silhouette),
+            log=lambda s: logging.info("step %d: %s", step, s))
+    return shard_locations(state, mesh, exp.spec.n_locations), dict(record, step=step)
+
+
+def _validation_windows(config: ml_collections.ConfigDict, exp: Experiment) -> windows.Batch:
+    """Training-length windows evenly spread over the validation segment (at most
+    ``restructure.windows``): the fixed batch that restructuring scores merges on."""
+    length = exp.spec.history + config.train.rollout
+    starts = [t for a, b in windows.as_segment(exp.segments["val"]) for t in range(a, b - length + 1, length)]
+    if not starts:
+        raise ValueError(f"config: field 'restructure.merge_steps' = {tuple(config.restructure.merge_steps)}: the "
+                         f"validation segment {list(exp.segments['val'])} (data.split = {tuple(config.data.split)}) "
+                         f"holds no window of {length} frames (model.history + train.rollout) to judge merges on; "
+                         "give the validation share more frames or set no merge steps")
+    keep = np.unique(np.linspace(0, len(starts) - 1, min(len(starts), int(config.restructure.windows))).round())
+    return windows.stack([windows.window(exp.recording, exp.norm, starts[int(i)], length) for i in keep])
 
 
 def fixed_where_hard(exp: Experiment, params: model.Params, config: ml_collections.ConfigDict,

@@ -99,6 +99,8 @@ def scratch_config(config: ml_collections.ConfigDict, animal: str) -> ml_collect
     cfg = config.copy_and_resolve_references()
     with cfg.unlocked():
         cfg.data.animals, cfg.transfer.animals, cfg.transfer.curve = (animal,), (), ()
+        # Like the frozen arm it is compared with: the learning curve's validation share can be tiny.
+        cfg.restructure.split_steps, cfg.restructure.merge_steps = (), ()
     return cfg
 
 
@@ -120,4 +122,6 @@ def frozen_config(config: ml_collections.ConfigDict, **data: object) -> ml_colle
         cfg.optim.warmup_steps = min(int(cfg.optim.warmup_steps), steps // 4)
         cfg.train.hard_steps = 0  # the architecture is the trained one, frozen
         cfg.optim.arch_steps = None
+        # The frozen basis is the trained one: no filter is split or merged on the new circuit.
+        cfg.restructure.split_steps, cfg.restructure.merge_steps = (), ()
     return cfg
