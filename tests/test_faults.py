@@ -321,7 +321,8 @@ def test_extreme_samples_are_reported_by_prepare(monkeypatch, caplog):
 
 # 11. The device count changes only the order of float reductions.
 def _device_run(path, space: int, n: int):
-    """Losses at every step and the hard partition of 20 steps (the tiny config's full run) on `n` devices."""
+    """Losses at every step, the hard partition and the parameters after 20 steps (the tiny config's full run)
+    on `n` devices, and the run's experiment."""
     import json
 
     from mesojax import evaluate
@@ -330,7 +331,7 @@ def _device_run(path, space: int, n: int):
     exp, state = train.train(cfg, str(path), mesh=train.make_mesh(space, jax.devices()[:n]))
     losses = [json.loads(line)["loss"] for line in open(path / "metrics.jsonl")]
     part = evaluate.partition(exp.spec, state.params, exp.inputs, evaluate.final_temperatures(cfg))
-    return np.asarray(losses), part["location"], part["filter"]
+    return np.asarray(losses), part["location"], part["filter"], jax.device_get(state.params), exp
 
 
 @pytest.fixture(scope="module")
@@ -340,14 +341,28 @@ def one_device_run(tmp_path_factory):
 
 @pytest.mark.parametrize("space", [1, 4])
 def test_one_and_four_devices_agree_in_loss_and_partition(tmp_path, n_devices, one_device_run, space):
-    """20 steps on 1 device vs 4 (data- or location-parallel): losses agree to 1e-5 relative at every step
-    and the hard partition is the same. Longer runs drift apart as much as a 1e-7 change of the learning
-    rate on one device makes them (README, "Failures and recovery")."""
+    """20 steps on 1 device vs 4 (data- or location-parallel; along locations, L is padded from 314 to 316):
+    losses agree to 1e-5 relative at every step, the hard partition is the same and so are the parameters
+    of the real locations. Longer runs drift apart as much as a 1e-7 change of the learning rate on one
+    device makes them (README, "Failures and recovery")."""
     assert n_devices >= 4
-    losses, location, filt = _device_run(tmp_path, space, 4)
+    losses, location, filt, params, exp = _device_run(tmp_path, space, 4)
     np.testing.assert_allclose(losses, one_device_run[0], rtol=1e-5)
     np.testing.assert_array_equal(location, one_device_run[1])
     np.testing.assert_array_equal(filt, one_device_run[2])
+    l_real, l_pad = one_device_run[4].spec.n_locations, exp.spec.n_locations
+    if space == 4:
+        assert l_pad % 4 == 0 and l_pad > l_real, "the tiny phantom must exercise location padding"
+        leaf = exp.inputs.tables.members
+        assert len(leaf.sharding.device_set) == 4 and leaf.sharding.spec[0] == "space"
+
+    def real_part(a, b):  # per-location leaves: compare the real locations; padding must stay inert
+        if a.shape != b.shape:
+            assert a.shape[0] == l_real and b.shape[0] == l_pad
+            b = b[:l_real]
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+    jax.tree.map(real_part, one_device_run[3], params)
 
 
 @pytest.mark.parametrize("reader", ["table", "nwb_list", "nwb_load"])
