@@ -131,9 +131,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
 
 
 def test_resume_with_a_changed_config_is_refused(tmp_path):
-    train.train(short(3), str(tmp_path))
+    train.train(short(6), str(tmp_path))
     with pytest.raises(ValueError, match=r"different config; changed fields: model\.n_ports"):
-        train.train(short(3, **{"model.n_ports": 5}), str(tmp_path))
+        train.train(short(6, **{"model.n_ports": 5}), str(tmp_path))
 
 
 def test_a_field_added_after_a_run_started_blocks_its_resume_only_when_set():
