@@ -60,6 +60,17 @@ def usage(a: jax.Array) -> jax.Array:
     return jnp.sum(a, axis=(0, 1)) / n_valid
 
 
+def rollout_batch(spec: model.ModelSpec, params: model.Params, inputs: model.ModelInputs, ctx: model.Context,
+                  temps: model.Temperatures, batch: Batch, n_teacher: int) -> model.Step:
+    """The training rollout (:func:`mesojax.model.rollout`, teacher-forced for `n_teacher` steps) of every
+    window of `batch` (``x [W, H + R, N]``); returns its steps with leaves ``[W, R, ...]``."""
+
+    def run(x, s):
+        return model.rollout(spec, params, inputs, ctx, x, s, temps, n_teacher=n_teacher)[0]
+
+    return jax.vmap(run)(batch.x, batch.stimulus)
+
+
 def loss_fn(
     params: model.Params,
     batch: Batch,
@@ -77,11 +88,7 @@ def loss_fn(
     """
     ctx = model.context(spec, params, inputs, temps)
     h = spec.history
-
-    def run(x, s):
-        return model.rollout(spec, params, inputs, ctx, x, s, temps, n_teacher=n_teacher)[0]
-
-    out = jax.vmap(run)(batch.x, batch.stimulus)  # leaves [W, R, ...]
+    out = rollout_batch(spec, params, inputs, ctx, temps, batch, n_teacher)  # leaves [W, R, ...]
     target, mask = batch.x[:, h:], batch.x_mask[:, h:]
     prediction = masked_mse(out.x_next, target, mask)
 

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mesojax import assign, model
+from mesojax import assign, losses, model
 
 # ------------------------------------------------------------------------------------ parameter roles
 
@@ -228,12 +228,8 @@ def validation_errors(spec: model.ModelSpec, inputs: model.ModelInputs, batch: A
     @jax.jit
     def errors(params: model.Params, temps: model.Temperatures, inputs: model.ModelInputs,
                batch: Any) -> tuple[jax.Array, jax.Array]:
-        ctx = model.context(spec, params, inputs, temps)
-
-        def run(x, s):
-            return model.rollout(spec, params, inputs, ctx, x, s, temps, n_teacher=n_teacher)[0]
-
-        out = jax.vmap(run)(batch.x, batch.stimulus)
+        out = losses.rollout_batch(spec, params, inputs, model.context(spec, params, inputs, temps), temps, batch,
+                                   n_teacher)
         target, mask = batch.x[:, h:], batch.x_mask[:, h:]
         return jnp.sum(mask * jnp.square(out.x_next - target), axis=(0, 1)), jnp.sum(mask, axis=(0, 1))
 
@@ -304,20 +300,23 @@ def event(state: Any, spec: model.ModelSpec, inputs: model.ModelInputs, *, parti
             for dst in used:
                 if dst == src:
                     continue
-                sse1, _ = errors(merge(spec, state, inputs, loc_filter, src, dst, moments=False).params)
+                trial = merge(spec, state, inputs, loc_filter, src, dst, moments=False).params
+                sse1, _ = errors(trial)
                 cost = float(sse1[moved].sum()) / before - 1.0
                 record["tested"].append({"src": src, "dst": dst, "cost": cost})
                 if math.isfinite(cost) and (best is None or cost < best[0]):
-                    best = (cost, src, dst, sse1)
+                    best = (cost, src, dst, sse1, trial)
         if best is None or best[0] > tolerance:
             if best is not None:
                 log(f"restructure: no merge kept (cheapest: filter {best[1]} into {best[2]}, "
                     f"{100 * best[0]:+.2f} % on its neurons)")
             break
-        cost, src, dst, sse0 = best
+        cost, src, dst, sse0, params = best
         log(f"restructure: filter {src} merged into {dst} ({100 * cost:+.2f} % on its neurons)")
         record["merges"].append({"src": src, "dst": dst, "cost": cost})
-        state = merge(spec, state, inputs, loc_filter, src, dst)
+        # The kept trial's parameters, with Adam's moments moved as in merge(..., moments=True).
+        opt_state = swap(spec, state.opt_state, loc_filter == src, dst, src, np.asarray(inputs.assign.candidates))
+        state = state._replace(params=params, opt_state=opt_state)
         gone.add(src)
     if do_merge:
         record["val_mse_after_merges"] = float(sse0.sum() / max(count.sum(), 1.0))
