@@ -1,5 +1,6 @@
 """Shared pytest setup: force several host CPU devices so sharding code paths are exercised."""
 
+import contextlib
 import os
 
 # Must happen before jax is imported anywhere in the test session. Tests run tiny shapes, where compiling
@@ -42,3 +43,26 @@ def celegans_dir() -> pathlib.Path:
     if not path.is_dir():
         pytest.skip(f"real C. elegans data not found at {path} (../shared is absent)")
     return path
+
+
+@pytest.fixture
+def interrupted(monkeypatch):
+    """``with interrupted(step): train.train(...)``: the run dies (KeyboardInterrupt, expected) as it draws
+    step `step`'s batch, after everything it did before that step, as a killed run would."""
+    from mesojax import train
+
+    real = train.windows.sample_batch
+
+    @contextlib.contextmanager
+    def at(cut: int):
+        def sample(*args, step, **kwargs):
+            if step == cut:
+                raise KeyboardInterrupt("simulated interruption")
+            return real(*args, step=step, **kwargs)
+
+        with monkeypatch.context() as m:
+            m.setattr(train.windows, "sample_batch", sample)
+            with pytest.raises(KeyboardInterrupt, match="simulated interruption"):
+                yield
+
+    return at

@@ -152,7 +152,7 @@ def test_location_filters_and_split_halves():
     assert restructure.halves(fingerprint, np.ones(10, bool), loc_filter, 2, 5, rng) == []  # a half of 4 < 5
 
 
-def test_a_run_with_events_logs_them_and_resumes_to_the_same_result(tmp_path, monkeypatch):
+def test_a_run_with_events_logs_them_and_resumes_to_the_same_result(tmp_path, interrupted):
     # Events at step 2 (soft phase), at the checkpointed step 6 (hard phase from step 5; the event runs after
     # that checkpoint) and at 7, where the run is cut; every merge is kept (a huge tolerance), and a bank of 4
     # leaves free filters for the splits. One test for both phases: every run here compiles two steps.
@@ -169,17 +169,8 @@ def test_a_run_with_events_logs_them_and_resumes_to_the_same_result(tmp_path, mo
     split = events[1]["splits"][0]
     assert exp.spec.fixed_arch[split["dst"]] == exp.spec.fixed_arch[split["src"]]
     assert int(full.step) == 8 and all(np.isfinite(x).all() for x in jax.tree.leaves(full.params))
-    real_sample = train.windows.sample_batch
-
-    def interrupt_at_step_7(*args, step, **kwargs):
-        if step == 7:
-            raise KeyboardInterrupt("simulated interruption")
-        return real_sample(*args, step=step, **kwargs)
-
-    with monkeypatch.context() as m:
-        m.setattr(train.windows, "sample_batch", interrupt_at_step_7)
-        with pytest.raises(KeyboardInterrupt):
-            train.train(cfg, str(tmp_path / "cut"))
+    with interrupted(7):
+        train.train(cfg, str(tmp_path / "cut"))
     _, resumed = train.train(cfg, str(tmp_path / "cut"))
     for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(full.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

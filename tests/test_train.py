@@ -109,19 +109,10 @@ def _params(state):
     return jax.tree.map(np.asarray, jax.device_get(state.params))
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, interrupted):
     _, straight = train.train(short(6), str(tmp_path / "straight"))
-    real_sample = train.windows.sample_batch
-
-    def interrupt_at_step_4(*args, step, **kwargs):
-        if step == 4:
-            raise KeyboardInterrupt("simulated interruption")
-        return real_sample(*args, step=step, **kwargs)
-
-    with monkeypatch.context() as m:
-        m.setattr(train.windows, "sample_batch", interrupt_at_step_4)
-        with pytest.raises(KeyboardInterrupt):
-            train.train(short(6), str(tmp_path / "resumed"))  # checkpointed at step 3, dies in step 5
+    with interrupted(4):
+        train.train(short(6), str(tmp_path / "resumed"))  # checkpointed at step 3, dies in step 5
     _, resumed = train.train(short(6), str(tmp_path / "resumed"))
     assert int(resumed.step) == 6
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
