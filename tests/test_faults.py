@@ -363,7 +363,7 @@ def test_one_and_four_devices_agree_in_loss_and_partition(tmp_path, n_devices, o
         if a.shape != b.shape:
             assert a.shape[0] == l_real and b.shape[0] == l_pad
             b = b[:l_real]
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
     jax.tree.map(real_part, one_device_run[3], params)
 
