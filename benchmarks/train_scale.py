@@ -12,7 +12,8 @@ initialises the parameters, compiles the train step and times ``--steps`` steps 
   ``steps_per_s`` and ``neuron_frames_per_s`` (N × windows × rollout frames per second);
 * ``step_gflop`` (XLA's cost analysis of the compiled step) and ``achieved_gflops`` against
   ``matmul_gflops``, a float32 matmul timed in the same process;
-* ``eval_s`` (every baseline fitted and every forecast scored) and ``peak_rss_gib`` of the process.
+* ``eval_s`` (every baseline fitted and every forecast scored; ``eval_pairs``: the (location, filter) pairs
+  the evaluated model computes, ``eval.pair_threshold``) and ``peak_rss_gib`` of the process.
 
 ``--compare DIR`` measures every size twice, alternating, with the ``mesojax`` package of another
 checkout (``DIR``, e.g. a ``git worktree`` of the previous commit) and with this one, so that ratios come
@@ -131,6 +132,11 @@ def measure(size: str, steps: int, run_eval: bool) -> dict:
         out["schedule_step_s"] = ((n - h) * out["step_s"] + h * out["hard_step_s"]) / n
     if run_eval:
         t = time.perf_counter()
+        if hasattr(model, "with_pairs"):
+            # The evaluated model: the filters computed only where the final assignment puts weight. Its
+            # cost is a trained model's: at the final temperatures the initial assignment is as sparse.
+            eval_exp = train.fixed_where_hard(eval_exp, state.params, cfg)
+            out["eval_pairs"] = sum(map(len, eval_exp.spec.pair_locations or ()))
         evaluate.evaluate(cfg, eval_exp, state.params)
         out["eval_s"] = time.perf_counter() - t
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB

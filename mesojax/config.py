@@ -162,6 +162,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.stride = 1  # forecast start every `stride` frames
     c.eval.baselines = ("persistence", "mean", "ar", "ridge_var", "masked_var", "mlp")
     c.eval.mlp_steps = 1500
+    # The evaluated model computes a (location, filter) pair only where some member's final assignment
+    # weight reaches this (model.active_pairs): a trained assignment is sparse, so the forecasts cost a
+    # fraction; dropped pairs change them by at most this weight times their output (BENCHMARKS.md,
+    # issue 16, eleventh session). 0: every pair. Ignored with the in-model "pooled" behaviour readout,
+    # which reads every pair.
+    c.eval.pair_threshold = 1e-4
     # Representational similarity of the model to the recording on the test segment (mesojax.analysis).
     c.eval.rsa = True
     # Unsupervised clusters of the neurons scored against every known labelling (mesojax.analysis).

@@ -542,9 +542,19 @@ def linear_decoder(
         np.add.at(means, yi, x)
         means /= counts[:, None]
         resid = x - means[yi]
-        cov = resid.T @ resid / max(len(x) - len(classes), 1)
-        cov = (1 - shrinkage) * cov + shrinkage * max(np.trace(cov) / len(cov), 1e-12) * np.eye(len(cov))
-        weight = np.linalg.solve(cov, means.T)  # [N, C]
+        # Σ = (1 - α) RᵀR / dof + α s I with s = tr(RᵀR / dof) / N, written a I + b RᵀR.
+        dof = max(len(x) - len(classes), 1)
+        a = shrinkage * max(float(np.sum(resid * resid)) / dof / x.shape[1], 1e-12)
+        b = (1 - shrinkage) / dof
+        if b == 0:
+            weight = means.T / a
+        elif x.shape[1] > len(x) and a > 0:
+            # More neurons than frames: Woodbury, Σ⁻¹ m = (m - Rᵀ (a/b I + R Rᵀ)⁻¹ R m) / a, a [T, T] solve in
+            # place of the [N, N] one (at 10k neurons and both feature sets, a 20k × 20k covariance).
+            inner = resid @ resid.T + (a / b) * np.eye(len(x))
+            weight = (means.T - resid.T @ np.linalg.solve(inner, resid @ means.T)) / a
+        else:
+            weight = np.linalg.solve(b * (resid.T @ resid) + a * np.eye(x.shape[1]), means.T)  # [N, C]
         bias = -0.5 * np.sum(means.T * weight, 0) + np.log(counts / counts.sum())
         return LDADecoder(weight, bias, classes, fill)
     y = np.asarray(y, np.float64)

@@ -14,7 +14,9 @@ delivered in) to ``x̂[t+1]``::
 recurrent filter state (passed in and returned). With a *retinotopic* stimulus (channels with
 positions) location µ reads only the channels inside its field, ``s[t+1, chan(µ)]`` (``[Sl]``, nearest
 first, zero-padded), in place of the whole vector. The filter is ``vmap``-ped over filters and
-locations; sharding the location axis shards the work. Encoding, decoding and mixing are linear in the
+locations; sharding the location axis shards the work. A spec with ``pair_locations`` computes each
+filter only at its listed locations, where the assignment puts weight (:func:`active_pairs`,
+:func:`with_pairs`); the pairs left out output ``v = 0``. Encoding, decoding and mixing are linear in the
 members' values, so their per-pair maps are folded with the assignment once per batch
 (:func:`mesojax.interface.circuit_maps`, in :class:`Context`) and each step contracts them per location;
 the ``[L, B, K]`` pair predictions ``y`` are formed only where needed (the local loss reads the first
@@ -79,6 +81,10 @@ class ModelSpec:
         or None. When set, the bank runs each filter with :func:`mesojax.basis.apply_fixed` (only its
         selected layer types, active units and open edges) and ``params.arch`` is not read: the model
         of the hard phase (``train.hard_steps``) and of the discretised forecasts. See :func:`with_fixed_arch`.
+      pair_locations: per filter, the sorted locations at which it is computed (None: every location).
+        A pair left out has output ``v = 0`` and keeps its recurrent state; its assignment weight is
+        below ``eval.pair_threshold`` when the set is chosen (:func:`active_pairs`), so leaving it out
+        changes the forecast by at most that weight times its output. See :func:`with_pairs`.
     """
 
     n_neurons: int
@@ -101,6 +107,7 @@ class ModelSpec:
     behaviour_stop_gradient: bool = False
     n_local_stimulus: int = 0
     fixed_arch: tuple[basis.Fixed, ...] | None = None
+    pair_locations: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def n_channels(self) -> int:
@@ -112,6 +119,24 @@ def with_fixed_arch(spec: ModelSpec, arch: basis.Arch | None) -> ModelSpec:
     architecture again). The result is a new static spec: jitted functions compile once more for it."""
     fixed = None if arch is None else basis.fix_bank(spec.basis, arch)
     return dataclasses.replace(spec, fixed_arch=fixed)
+
+
+def with_pairs(spec: ModelSpec, locations: tuple[tuple[int, ...], ...] | None) -> ModelSpec:
+    """`spec` computing filter b only at ``locations[b]`` (None: everywhere); a new static spec."""
+    if locations is not None and len(locations) != spec.n_filters:
+        raise ValueError(f"pair_locations: {len(locations)} filters given, the model has {spec.n_filters}")
+    return dataclasses.replace(spec, pair_locations=locations)
+
+
+def active_pairs(ctx: "Context", inputs: "ModelInputs", threshold: float) -> tuple[tuple[int, ...], ...]:
+    """Per filter, the real locations where some member's assignment weight reaches `threshold`.
+
+    ``max_k w[µ,k,b] ≥ threshold`` (``w = ctx.member_weight``); the others contribute at most
+    ``threshold · |decode(v)|`` to any forecast.
+    """
+    w = np.asarray(jax.device_get(ctx.member_weight)).max(axis=1)  # [L, B]
+    on = (w >= threshold) & np.asarray(inputs.tables.location_mask)[:, None]
+    return tuple(tuple(int(i) for i in np.flatnonzero(on[:, b])) for b in range(on.shape[1]))
 
 
 def make_spec(
@@ -402,6 +427,49 @@ class _Advance(NamedTuple):
     mode_logits: jax.Array
 
 
+def _as_index(locations: tuple[int, ...]) -> slice | np.ndarray:
+    """Sorted locations as a slice when they are one contiguous run (an XLA slice, not a gather)."""
+    idx = np.asarray(locations, np.int32)
+    if len(idx) and idx[-1] - idx[0] + 1 == len(idx):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def _filter_bank(spec: ModelSpec, params: Params, u: jax.Array, state: jax.Array,
+                 temps: Temperatures) -> tuple[jax.Array, jax.Array]:
+    """Every computed (location, filter) pair's output ``v [L, B, M]`` and next state from its input ``u [L, B, n_in]``."""
+    bank = basis.make_bank(spec.basis)
+    if spec.fixed_arch is None and spec.pair_locations is None:
+        def pair(basis_p, arch_p, u_p, r):
+            return bank.apply(basis_p, arch_p, u_p, r, temperature=temps.arch)
+
+        return jax.vmap(jax.vmap(pair), in_axes=(None, None, 0, 0))(params.basis, params.arch, u, state)
+    # Each filter its own program over its own locations: with a fixed architecture only its selected
+    # types, units and edges; with pair_locations only where it carries assignment weight.
+    vs, states = [], []
+    for b in range(spec.n_filters):
+        at = slice(None) if spec.pair_locations is None else _as_index(spec.pair_locations[b])
+        if not isinstance(at, slice) and at.size == 0:  # a filter nobody uses
+            vs.append(jnp.zeros((u.shape[0], spec.n_ports), u.dtype))
+            states.append(state[:, b])
+            continue
+        p_b = jax.tree.map(lambda x, b=b: x[b], params.basis)
+        if spec.fixed_arch is None:
+            a_b = jax.tree.map(lambda x, b=b: x[b], params.arch)
+            run = functools.partial(bank.apply, temperature=temps.arch)
+            v_b, s_b = jax.vmap(lambda u_p, r, p_b=p_b, a_b=a_b: run(p_b, a_b, u_p, r))(u[at, b], state[at, b])
+        else:
+            v_b, s_b = jax.vmap(functools.partial(basis.apply_fixed, spec.basis, spec.fixed_arch[b]),
+                                in_axes=(None, 0, 0))(p_b, u[at, b], state[at, b])
+        if not (isinstance(at, slice) and at.indices(u.shape[0]) == (0, u.shape[0], 1)):
+            # Scattered into the full layout: pairs left out output 0 and keep their state.
+            v_b = jnp.zeros((u.shape[0], spec.n_ports), u.dtype).at[at].set(v_b)
+            s_b = state[:, b].at[at].set(s_b)
+        vs.append(v_b)
+        states.append(s_b)
+    return jnp.stack(vs, axis=1), jnp.stack(states, axis=1)
+
+
 def _advance(
     spec: ModelSpec,
     params: Params,
@@ -435,20 +503,7 @@ def _advance(
             stim_in = jnp.broadcast_to(stimulus, (*u.shape[:2], stimulus.shape[0]))
         u = jnp.concatenate([u, stim_in], axis=-1)
     with jax.named_scope("filter_bank"):
-        if spec.fixed_arch is None:
-            bank = basis.make_bank(spec.basis)
-
-            def pair(basis_p, arch_p, u_p, r):
-                return bank.apply(basis_p, arch_p, u_p, r, temperature=temps.arch)
-
-            over_filters = jax.vmap(pair)
-            v, new_state = jax.vmap(over_filters, in_axes=(None, None, 0, 0))(params.basis, params.arch, u, state)
-        else:  # each filter its own program: only its selected types, units and edges, over all locations
-            outs = [jax.vmap(functools.partial(basis.apply_fixed, spec.basis, fixed), in_axes=(None, 0, 0))(
-                        jax.tree.map(lambda x, b=b: x[b], params.basis), u[:, b], state[:, b])
-                    for b, fixed in enumerate(spec.fixed_arch)]
-            v = jnp.stack([o[0] for o in outs], axis=1)
-            new_state = jnp.stack([o[1] for o in outs], axis=1)
+        v, new_state = _filter_bank(spec, params, u, state, temps)
 
     # Mix: x̂[i] = Σ_(c,b) a[i,c,b] y[cand(i,c), b, slot(i,c)] = Σ_c z[cand, slot] with z = Σ_b w·y in
     # the location layout (a pure gather back to neurons); neurons without candidates use the fallback.

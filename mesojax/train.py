@@ -81,6 +81,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config: field '{name}' = {value!r} must be an integer ≥ 0 (0: off)")
     if get("train.val_stride") is not None and int(config.train.val_stride) < 1:
         raise ValueError(f"config: field 'train.val_stride' = {config.train.val_stride} must be ≥ 1")
+    threshold = get("eval.pair_threshold")
+    if threshold is not None and not 0.0 <= float(threshold) < 1.0:
+        raise ValueError(f"config: field 'eval.pair_threshold' = {threshold} must lie in [0, 1) (0: every pair)")
     if get("eval.warmup") is not None and int(config.eval.warmup) < 0:
         raise ValueError(f"config: field 'eval.warmup' = {config.eval.warmup} must be ≥ 0")
     if get("data.split_by") is not None and config.data.split_by not in windows.SPLIT_BY:
@@ -504,11 +507,23 @@ def fixed_where_hard(exp: Experiment, params: model.Params, config: ml_collectio
                      step: int | None = None) -> Experiment:
     """`exp` with the model spec that runs `params`: the fixed-architecture bank
     (:func:`mesojax.model.with_fixed_arch`, same results, only the chosen parts computed) when the
-    architecture is hard and, during training (`step` given), no longer searched; the soft bank otherwise."""
+    architecture is hard and, during training (`step` given), no longer searched; the soft bank otherwise.
+
+    Without `step` (the evaluated model), each filter is also computed only at the locations where its
+    final assignment weight reaches ``eval.pair_threshold`` (:func:`mesojax.model.active_pairs`).
+    """
     fixed = basis.is_hard(params.arch) and (step is None or not optim.arch_trains(config.optim, step))
-    if not fixed and exp.spec.fixed_arch is None:
+    if fixed or exp.spec.fixed_arch is not None:
+        exp = dataclasses.replace(exp, spec=model.with_fixed_arch(exp.spec, params.arch if fixed else None))
+    threshold = float(config.eval.get("pair_threshold", 0.0))
+    pooled = exp.spec.behaviour_readout == "pooled" and (exp.spec.n_behaviour or exp.spec.n_modes)
+    locations = None
+    if step is None and threshold > 0 and not pooled:  # the pooled readout reads every pair's output
+        ctx = evaluate.context(exp.spec, params, exp.inputs, evaluate.final_temperatures(config))
+        locations = model.active_pairs(ctx, exp.inputs, threshold)
+    if locations is None and exp.spec.pair_locations is None:
         return exp
-    return dataclasses.replace(exp, spec=model.with_fixed_arch(exp.spec, params.arch if fixed else None))
+    return dataclasses.replace(exp, spec=model.with_pairs(exp.spec, locations))
 
 
 def _validate(config: ml_collections.ConfigDict, exp: Experiment, state: TrainState, done: int,

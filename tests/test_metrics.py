@@ -286,6 +286,21 @@ def test_lda_decoder_on_separable_modes():
     assert shuffled["accuracy"] < 0.5
 
 
+@pytest.mark.parametrize("shrinkage", [0.1, 0.5, 1.0])
+def test_lda_with_more_neurons_than_frames_solves_the_same_shrunk_covariance(shrinkage):
+    """With N > T the weights come from a [T, T] solve (Woodbury); they equal the [N, N] solve of
+    Σ = (1 - α) RᵀR / dof + α (tr / N) I."""
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, 40)
+    x = rng.normal(size=(3, 120))[labels] + rng.normal(size=(40, 120))
+    dec = M.linear_decoder(x, labels, discrete=True, shrinkage=shrinkage)
+    means = np.stack([x[labels == c].mean(0) for c in range(3)])
+    resid = x - means[labels]
+    cov = resid.T @ resid / (40 - 3)
+    cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / 120 * np.eye(120)
+    np.testing.assert_allclose(dec.weight, np.linalg.solve(cov, means.T), rtol=1e-6, atol=1e-9)
+
+
 def test_ridge_decoder_on_linear_behaviour_with_missing_values():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(800, 6))

@@ -326,6 +326,72 @@ def test_step_vmap_equals_loop_over_pairs(setup):
     np.testing.assert_allclose(float(out.x_next[i]), expected, rtol=1e-4)
 
 
+@pytest.mark.parametrize("fixed", [False, True])
+def test_pair_locations_compute_only_the_chosen_pairs(setup, fixed):
+    """With every location listed, the step is the full one; with a subset, the listed pairs are computed as
+    before and the others output v = 0 and keep their recurrent state."""
+    from mesojax import basis
+
+    spec, params, inputs, temps = setup["spec"], setup["params"], setup["inputs"], setup["temps"]
+    if fixed:
+        params = params._replace(arch=basis.discretize(params.arch))
+        spec = model.with_fixed_arch(spec, params.arch)
+    ctx = model.context(spec, params, inputs, temps)
+    x = jax.random.normal(jax.random.key(7), (HISTORY + 3, spec.n_neurons))
+    stim = jax.random.normal(jax.random.key(8), (HISTORY + 3, 1))
+    state = jax.random.normal(jax.random.key(9), model.init_state(spec).shape)
+    full = model.filter_outputs(spec, params, inputs, ctx, x, stim, temps)
+    (step_full, state_full) = model.step(spec, params, inputs, ctx, x[:HISTORY], stim[HISTORY], state, temps)
+    every = tuple(tuple(range(spec.n_locations)) for _ in range(spec.n_filters))
+    np.testing.assert_allclose(model.filter_outputs(model.with_pairs(spec, every), params, inputs, ctx, x, stim, temps),
+                               full, rtol=1e-5, atol=1e-6)
+    rng = np.random.default_rng(1)
+    chosen = tuple(tuple(int(i) for i in np.flatnonzero(rng.random(spec.n_locations) < share))
+                   for share in np.linspace(0.0, 0.8, spec.n_filters))  # filter 0: no location at all
+    on = np.zeros((spec.n_locations, spec.n_filters), bool)
+    for b, locs in enumerate(chosen):
+        on[list(locs), b] = True
+    sub = model.with_pairs(spec, chosen)
+    part = np.asarray(model.filter_outputs(sub, params, inputs, ctx, x, stim, temps))
+    np.testing.assert_allclose(part[:, on], np.asarray(full)[:, on], rtol=1e-5, atol=1e-6)
+    assert not part[:, ~on].any()
+    step_sub, state_sub = model.step(sub, params, inputs, ctx, x[:HISTORY], stim[HISTORY], state, temps)
+    np.testing.assert_allclose(np.asarray(state_sub)[on], np.asarray(state_full)[on], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(state_sub)[~on], np.asarray(state)[~on])
+    members_last = spatial.gather_members(x[HISTORY - 1], inputs.tables)
+    silent = interface.decode_pairs(params.interface.pairs, ctx.port_maps, jnp.zeros_like(full[0]), members_last)
+    np.testing.assert_allclose(np.asarray(step_sub.pair_pred)[~on], np.asarray(silent)[~on], rtol=1e-6)
+    with pytest.raises(ValueError, match="pair_locations: 2 filters given"):
+        model.with_pairs(spec, chosen[:2])
+
+
+@pytest.mark.parametrize("threshold", [1e-3, 1e-1])
+def test_active_pairs_leave_out_only_pairs_below_the_threshold(setup, threshold):
+    """Left-out pairs carry no member weight of `threshold` or more, and the forecast moves by at most the
+    weight they carry times the largest decoded output."""
+    spec, params, inputs = setup["spec"], setup["params"], setup["inputs"]
+    temps = model.Temperatures(jnp.float32(1.0), jnp.float32(0.05), jnp.float32(1.0))  # a sharp assignment
+    ctx = model.context(spec, params, inputs, temps)
+    chosen = model.active_pairs(ctx, inputs, threshold)
+    weight = np.asarray(ctx.member_weight).max(axis=1)  # [L, B]
+    on = np.zeros_like(weight, bool)
+    for b, locs in enumerate(chosen):
+        on[list(locs), b] = True
+    real = np.asarray(inputs.tables.location_mask)
+    np.testing.assert_array_equal(on, (weight >= threshold) & real[:, None])
+    assert 0 < on.sum() < real.sum() * spec.n_filters
+    x = jax.random.normal(jax.random.key(7), (HISTORY + 3, spec.n_neurons))
+    stim = jnp.zeros((HISTORY + 3, 1))
+    full, _ = model.rollout(spec, params, inputs, ctx, x, stim, temps, n_teacher=3)
+    sub, _ = model.rollout(model.with_pairs(spec, chosen), params, inputs, ctx, x, stim, temps, n_teacher=3)
+    v = model.filter_outputs(spec, params, inputs, ctx, x, stim, temps)  # [R, L, B, M]
+    decoded = jnp.abs(jnp.exp(params.interface.pairs.log_gain_out)[None, ..., None]
+                      * jnp.einsum("lbkm,rlbm->rlbk", ctx.port_maps, v))
+    left_out = np.where(~on, weight, 0.0)  # [L, B]
+    bound = float(jnp.max(decoded)) * float(left_out.sum(axis=1).max()) * spec.n_candidates
+    assert float(jnp.max(jnp.abs(full.x_next - sub.x_next))) <= bound + 1e-6
+
+
 @pytest.mark.parametrize("window_norm", [False, True])
 def test_window_norm_makes_forecasts_shift_with_the_inputs(setup, window_norm):
     """With per-step instance normalisation a constant added to a neuron's history is added to its

@@ -76,6 +76,30 @@ def test_end_to_end_tiny_writes_every_output(tiny_run):
     assert described.startswith("The discretised architectures: the evaluated model itself")
 
 
+def test_the_evaluated_model_computes_only_the_pairs_its_assignment_uses(tiny_run):
+    """The evaluated spec lists, per filter, the locations holding member weight ≥ eval.pair_threshold, and
+    its forecasts are those of the model computing every pair."""
+    cfg, workdir, _ = tiny_run
+    exp = experiment.prepare(cfg, train.make_mesh(1, jax.devices()[:1]))
+    optimizer = train.optim.make_optimizer(cfg.optim)
+    fresh = train.init_state(cfg, exp, optimizer)
+    params = train.checkpoint.Checkpointer(workdir / "checkpoints").restore(fresh, 6)[0].params
+    evaluated = train.fixed_where_hard(exp, params, cfg)
+    every = train.fixed_where_hard(exp, params, short(6, **{"eval.pair_threshold": 0.0}))
+    assert every.spec.pair_locations is None and evaluated.spec.fixed_arch == every.spec.fixed_arch
+    temps = train.evaluate.final_temperatures(cfg)
+    ctx = train.evaluate.context(exp.spec, params, exp.inputs, temps)
+    assert evaluated.spec.pair_locations == train.model.active_pairs(ctx, exp.inputs, cfg.eval.pair_threshold)
+    n_pairs = sum(map(len, evaluated.spec.pair_locations))
+    assert 0 < n_pairs < int(np.asarray(exp.inputs.tables.location_mask).sum()) * cfg.model.n_filters
+    fitted = [{"persistence": train.evaluate.fit_baselines(cfg, exp, experiment.segment_traces(exp, "train"))["persistence"]}]
+    a = train.evaluate.forecasts(cfg, evaluated, params, fitted)["model"]
+    b = train.evaluate.forecasts(cfg, every, params, fitted)["model"]
+    np.testing.assert_allclose(a["mse"], b["mse"], rtol=1e-4)
+    with pytest.raises(ValueError, match="eval.pair_threshold"):
+        train.check_config(short(3, **{"eval.pair_threshold": 1.0}))
+
+
 @pytest.mark.parametrize("name", ["phantom", "phantom_tiny"])
 def test_every_config_trains_on_tiny_data(tmp_path, name):
     """Each shipped config runs end to end (on the tiny phantom, for a few steps)."""
