@@ -44,6 +44,7 @@ import csv
 import html
 import io
 import json
+import logging
 import os
 from typing import Any
 
@@ -51,6 +52,9 @@ import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures go to files
+# Math text (log-axis tick labels) makes the font manager warn, once per family, about every optional
+# font this machine lacks (STIX, Computer Modern) before it falls back to DejaVu: noise in the run's log.
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
