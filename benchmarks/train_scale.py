@@ -13,7 +13,8 @@ initialises the parameters, compiles the train step and times ``--steps`` steps 
 * ``step_gflop`` (XLA's cost analysis of the compiled step) and ``achieved_gflops`` against
   ``matmul_gflops``, a float32 matmul timed in the same process;
 * ``eval_s`` (every baseline fitted and every forecast scored; ``eval_pairs``: the (location, filter) pairs
-  the evaluated model computes, ``eval.pair_threshold``) and ``peak_rss_gib`` of the process.
+  the evaluated model computes, ``eval.pair_threshold``; ``eval_phases_s``: each phase's seconds) and
+  ``peak_rss_gib`` of the process.
 
 ``--compare DIR`` measures every size twice, alternating, with the ``mesojax`` package of another
 checkout (``DIR``, e.g. a ``git worktree`` of the previous commit) and with this one, so that ratios come
@@ -137,8 +138,15 @@ def measure(size: str, steps: int, run_eval: bool) -> dict:
             # cost is a trained model's: at the final temperatures the initial assignment is as sparse.
             eval_exp = train.fixed_where_hard(eval_exp, state.params, cfg)
             out["eval_pairs"] = sum(map(len, eval_exp.spec.pair_locations or ()))
-        evaluate.evaluate(cfg, eval_exp, state.params)
+        try:  # each phase's seconds (baseline fits, forecasts, behaviour, ...), where the checkout records them
+            from mesojax import progress
+            phases = progress.Timings()
+        except ImportError:
+            phases = None
+        evaluate.evaluate(cfg, eval_exp, state.params, phases)
         out["eval_s"] = time.perf_counter() - t
+        if phases:
+            out["eval_phases_s"] = {k: round(v, 2) for k, v in phases.items()}
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
     return out
 
