@@ -97,6 +97,7 @@ __all__ = [
     "fix",
     "fix_bank",
     "apply_fixed",
+    "static_index",
     "is_hard",
     "equation",
     "divisive_normalization",
@@ -646,7 +647,7 @@ def fix_bank(spec: BasisSpec, arch: Arch) -> tuple[Fixed, ...]:
     return tuple(fix(spec, jax.tree.map(lambda x, b=b: x[b], logits)) for b in range(logits.layer.shape[0]))
 
 
-def _static_index(idx: np.ndarray) -> slice | np.ndarray:
+def static_index(idx: np.ndarray) -> slice | np.ndarray:
     """A contiguous run of positions as a slice (an XLA slice, not a gather), others as they are."""
     if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
         return slice(int(idx[0]), int(idx[0]) + len(idx))
@@ -685,17 +686,17 @@ def apply_fixed(spec: BasisSpec, fixed: Fixed, params: Params, u: jax.Array,
     v = params.b_out
     for layer, fl in enumerate(fixed.layers):
         if fixed.skip[layer]:
-            v = v + params.w_skip[layer][:, _static_index(pos)] @ h
+            v = v + params.w_skip[layer][:, static_index(pos)] @ h
         if fl is None:
             continue
         rows = np.asarray(fl.units, np.int64)
-        w = params.w[layer][_static_index(rows)][:, _static_index(pos)]
-        z = w @ h + params.b[layer][_static_index(rows)]
+        w = params.w[layer][static_index(rows)][:, static_index(pos)]
+        z = w @ h + params.b[layer][static_index(rows)]
         h, pos = _activation(spec, fl.type, z, jnp.exp(params.log_sigma[layer])), rows
-    v = v + params.w_out[:, _static_index(pos)] @ h
+    v = v + params.w_out[:, static_index(pos)] @ h
     if not spec.recurrent:
         return v, state
-    at = _static_index(pos)
+    at = static_index(pos)
     new_state = (_pad(h, d) if isinstance(at, slice) and at.start == 0 else jnp.zeros((d,), h.dtype).at[at].set(h))
     return v, _bounded(spec, new_state)
 

@@ -427,14 +427,6 @@ class _Advance(NamedTuple):
     mode_logits: jax.Array
 
 
-def _as_index(locations: tuple[int, ...]) -> slice | np.ndarray:
-    """Sorted locations as a slice when they are one contiguous run (an XLA slice, not a gather)."""
-    idx = np.asarray(locations, np.int32)
-    if len(idx) and idx[-1] - idx[0] + 1 == len(idx):
-        return slice(int(idx[0]), int(idx[-1]) + 1)
-    return idx
-
-
 def _filter_bank(spec: ModelSpec, params: Params, u: jax.Array, state: jax.Array,
                  temps: Temperatures) -> tuple[jax.Array, jax.Array]:
     """Every computed (location, filter) pair's output ``v [L, B, M]`` and next state from its input ``u [L, B, n_in]``."""
@@ -448,7 +440,8 @@ def _filter_bank(spec: ModelSpec, params: Params, u: jax.Array, state: jax.Array
     # types, units and edges; with pair_locations only where it carries assignment weight.
     vs, states = [], []
     for b in range(spec.n_filters):
-        at = slice(None) if spec.pair_locations is None else _as_index(spec.pair_locations[b])
+        at = (slice(None) if spec.pair_locations is None
+              else basis.static_index(np.asarray(spec.pair_locations[b], np.int32)))
         if not isinstance(at, slice) and at.size == 0:  # a filter nobody uses
             vs.append(jnp.zeros((u.shape[0], spec.n_ports), u.dtype))
             states.append(state[:, b])
@@ -456,8 +449,8 @@ def _filter_bank(spec: ModelSpec, params: Params, u: jax.Array, state: jax.Array
         p_b = jax.tree.map(lambda x, b=b: x[b], params.basis)
         if spec.fixed_arch is None:
             a_b = jax.tree.map(lambda x, b=b: x[b], params.arch)
-            run = functools.partial(bank.apply, temperature=temps.arch)
-            v_b, s_b = jax.vmap(lambda u_p, r, p_b=p_b, a_b=a_b: run(p_b, a_b, u_p, r))(u[at, b], state[at, b])
+            v_b, s_b = jax.vmap(functools.partial(bank.apply, temperature=temps.arch),
+                                in_axes=(None, None, 0, 0))(p_b, a_b, u[at, b], state[at, b])
         else:
             v_b, s_b = jax.vmap(functools.partial(basis.apply_fixed, spec.basis, spec.fixed_arch[b]),
                                 in_axes=(None, 0, 0))(p_b, u[at, b], state[at, b])
